@@ -1,0 +1,58 @@
+# canary-step: every target sets up what it needs, so each works on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export CANARY_STEP_CACHE ?= $(HOME)/.cache/canary-step
+
+.PHONY: help setup tools test unit lint typecheck imports demo cluster bench validate-examples wheel clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+$(PY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(PY)
+
+setup: $(PY) ## create .venv with the package and its test extras
+
+tools: setup ## install Prometheus (Debian) and build kube-apiserver and etcd (cached)
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	$(PY) -m tests.cluster.binaries ensure
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check step tests bench
+	$(VENV)/bin/ruff format --check step
+
+typecheck: setup ## mypy --strict on step/
+	$(VENV)/bin/mypy
+
+imports: setup ## the architecture, as import contracts
+	$(VENV)/bin/lint-imports
+
+test: tools lint typecheck imports ## everything CI runs: lint, types, import contracts, all tests
+	$(PY) -m pytest
+
+unit: setup ## the tests that need no control plane
+	$(PY) -m pytest -m 'not cluster'
+
+validate-examples: setup ## validate and plan the examples (no cluster)
+	-$(VENV)/bin/canary-step validate examples/*.yaml
+	$(VENV)/bin/canary-step plan examples/podinfo-canary.yaml
+
+demo: tools ## start the local control plane and tell the seed's story: promote 6.0.1, roll back 6.0.2
+	$(PY) -m tests.cluster.demo
+
+cluster: tools ## start the local control plane and wait; prints the kubeconfig path
+	$(PY) -m tests.cluster
+
+bench: tools ## the seed's scenario at a 1 s interval: wall time, API requests per tick, peak RSS
+	$(PY) bench/run.py
+
+wheel: setup ## build the wheel into dist/
+	$(PY) -m build --wheel --outdir dist .
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,161 @@
+"""Frozen models of a validated spec, with Flagger's defaults already resolved.
+
+Owns: the typed view of `Canary`, `MetricTemplate` and `AlertProvider` that the rest of the
+program reads. Built only by `step.spec` after the JSON Schema and the extra rules passed.
+Must not: import kube, click, tenacity, requests, or do any I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+KNATIVE_API_VERSION = "serving.knative.dev/v1"
+PRIMARY_REVISION_ANNOTATION = "flagger.app/primary-revision"
+
+# Flagger's defaults (flagger-semantics.md section 7).
+DEFAULT_INTERVAL_SECONDS = 60.0
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
+DEFAULT_METRIC_INTERVAL = "1m"
+DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 10.0
+
+BUILTIN_METRICS = ("request-success-rate", "request-duration")
+
+
+class WebhookType(enum.StrEnum):
+    """Flagger's webhook types. An empty type in the spec means ROLLOUT."""
+
+    CONFIRM_ROLLOUT = "confirm-rollout"
+    PRE_ROLLOUT = "pre-rollout"
+    ROLLOUT = "rollout"
+    CONFIRM_TRAFFIC_INCREASE = "confirm-traffic-increase"
+    CONFIRM_PROMOTION = "confirm-promotion"
+    POST_ROLLOUT = "post-rollout"
+    ROLLBACK = "rollback"
+    EVENT = "event"
+
+
+class OnNoData(enum.StrEnum):
+    """What a metric with no values means: Flagger fails the check; `ignore` is our extension."""
+
+    FAIL = "fail"
+    IGNORE = "ignore"
+
+
+def _frozen(mapping: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateRef:
+    name: str
+    namespace: str | None = None  # None: the canary's namespace
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric:
+    name: str
+    interval: str = DEFAULT_METRIC_INTERVAL  # substituted as-is into {{ interval }}
+    threshold_min: float | None = None
+    threshold_max: float | None = None
+    query: str | None = None
+    template_ref: TemplateRef | None = None
+    template_variables: Mapping[str, str] = field(default_factory=_frozen)
+    on_no_data: OnNoData = OnNoData.FAIL
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.template_ref is None and self.query is None and self.name in BUILTIN_METRICS
+
+
+@dataclass(frozen=True, kw_only=True)
+class Webhook:
+    name: str
+    url: str
+    type: WebhookType = WebhookType.ROLLOUT
+    timeout_seconds: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+    retries: int = 0
+    mute_alert: bool = False
+    disable_tls: bool = False
+    metadata: Mapping[str, str] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Analysis:
+    interval_seconds: float = DEFAULT_INTERVAL_SECONDS
+    threshold: int = 1  # Flagger: <= 0 means 1
+    max_weight: int = 100  # Flagger: <= 0 means 100; ignored when step_weights is set
+    step_weight: int = 0
+    step_weights: tuple[int, ...] = ()
+    step_weight_promotion: int = 0
+    iterations: int = 0
+    metrics: tuple[Metric, ...] = ()
+    webhooks: tuple[Webhook, ...] = ()
+
+    def hooks(self, kind: WebhookType) -> tuple[Webhook, ...]:
+        """The webhooks of one type, in list order (the order Flagger calls them)."""
+        return tuple(h for h in self.webhooks if h.type == kind)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Canary:
+    name: str
+    namespace: str
+    target_name: str  # the Knative Service
+    target_api_version: str = KNATIVE_API_VERSION
+    target_kind: str = "Service"
+    provider: str = "knative"
+    metrics_server: str | None = None
+    progress_deadline_seconds: int = DEFAULT_PROGRESS_DEADLINE_SECONDS
+    skip_analysis: bool = False
+    suspend: bool = False
+    analysis: Analysis = field(default_factory=Analysis)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretRef:
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricTemplate:
+    name: str
+    namespace: str
+    provider_type: str  # "prometheus" is the only one `run` measures with
+    query: str
+    address: str | None = None
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    secret_ref: SecretRef | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertProvider:
+    name: str
+    namespace: str
+    type: str
+    channel: str | None = None
+    username: str | None = None
+    address: str | None = None
+    secret_ref: SecretRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecBundle:
+    """Everything one spec file (or several) held: one Canary and what it refers to."""
+
+    canary: Canary
+    metric_templates: Mapping[tuple[str, str], MetricTemplate] = field(
+        default_factory=lambda: MappingProxyType({})
+    )  # keyed by (namespace, name)
+    alert_providers: Mapping[tuple[str, str], AlertProvider] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def template_for(self, metric: Metric) -> MetricTemplate | None:
+        if metric.template_ref is None:
+            return None
+        ns = metric.template_ref.namespace or self.canary.namespace
+        return self.metric_templates.get((ns, metric.template_ref.name))
