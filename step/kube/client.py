@@ -1,0 +1,443 @@
+"""The Kubernetes API client of canary-step: the only module that imports `kubernetes`.
+
+Owns: building the client configuration (in-cluster ServiceAccount, or a kubeconfig and context),
+the ONE request function `Kube._request` that owns retries (tenacity, driven by `RetryPolicy`), the
+mapping of every answer or exception to `step.errors`, per-verb request counting, and narrow typed
+calls with timeouts on the few resources canary-step touches. Nothing from urllib3 or `kubernetes`
+escapes this module: callers see `APIError` and its subclasses only.
+Must not: know what a canary is, decide anything, or sleep except through the injected `sleep`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+import tenacity
+import urllib3
+from kubernetes.client.exceptions import ApiException, ApiValueError
+from kubernetes.config.config_exception import ConfigException
+
+from step.errors import APIError, InfrastructureError
+from step.kube.mapping import Target, TransientAPIError, error_for, server_message
+from step.kube.resources import (
+    CANARIES,
+    EVENTS,
+    METRIC_TEMPLATES,
+    REVISIONS,
+    SECRETS,
+    SERVICES,
+    Resource,
+)
+from step.kube.retry import RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+"""A Kubernetes object as the API server sent it (decoded JSON)."""
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+# Connect and read timeouts for ordinary (non-watch) requests.
+DEFAULT_TIMEOUT = (5.0, 15.0)
+# A watch's read timeout runs this much past the server-side timeoutSeconds.
+WATCH_GRACE_SECONDS = 5.0
+
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK, ERROR
+    object: Obj
+
+
+@dataclass
+class RequestCounter:
+    """API requests sent, by RBAC verb; every attempt counts (a retried GET is two requests)."""
+
+    by_verb: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, verb: str) -> None:
+        with self._lock:
+            self.by_verb[verb] = self.by_verb.get(verb, 0) + 1
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.by_verb.values())
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.by_verb)
+
+
+class Kube:
+    """Narrow, typed calls on the resources canary-step needs. Build it with `connect()`."""
+
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        *,
+        retry: RetryPolicy,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._api = api
+        self._retry = retry
+        self._timeout = timeout
+        self._sleep = sleep
+        self.requests = RequestCounter()
+
+    @property
+    def host(self) -> str:
+        return str(self._api.configuration.host)
+
+    def close(self) -> None:
+        self._api.close()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ Knative Service
+
+    def get_service(self, *, namespace: str, name: str) -> Obj:
+        return self._object(Target(verb="get", resource=SERVICES, namespace=namespace, name=name))
+
+    def patch_service(self, *, namespace: str, name: str, patch: Obj | list[Obj]) -> Obj:
+        """A JSON patch (a list of ops, `test` ops make it conditional) or a merge patch (a dict).
+
+        A failed `test` op comes back as `Conflict`, like a 409.
+        """
+        return self._object(
+            Target(verb="patch", resource=SERVICES, namespace=namespace, name=name),
+            method="PATCH",
+            body=patch,
+            content_type=JSON_PATCH if isinstance(patch, list) else MERGE_PATCH,
+        )
+
+    def watch_service(
+        self, *, namespace: str, name: str, resource_version: str, timeout: float
+    ) -> Iterator[WatchEvent]:
+        """Changes to one Service after `resource_version`, for at most `timeout` seconds.
+
+        The iterator ends when the server closes the watch; an `ERROR` event (e.g. 410 Gone when the
+        resource version is too old) is yielded, not raised, so the caller can re-read and re-watch.
+        """
+        return self._watch(
+            Target(verb="watch", resource=SERVICES, namespace=namespace, name=name),
+            resource_version=resource_version,
+            timeout=timeout,
+        )
+
+    # ------------------------------------------------------------------ Revisions, Secrets, Events
+
+    def get_revision(self, *, namespace: str, name: str) -> Obj:
+        return self._object(Target(verb="get", resource=REVISIONS, namespace=namespace, name=name))
+
+    def get_secret(self, *, namespace: str, name: str) -> Obj:
+        return self._object(Target(verb="get", resource=SECRETS, namespace=namespace, name=name))
+
+    def get_secret_data(self, *, namespace: str, name: str) -> dict[str, str]:
+        """The Secret's `data`, base64-decoded to text (and any `stringData` the server echoed)."""
+        secret = self.get_secret(namespace=namespace, name=name)
+        out: dict[str, str] = {}
+        for key, value in (secret.get("data") or {}).items():
+            try:
+                out[str(key)] = base64.b64decode(str(value), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError) as err:
+                raise APIError(
+                    f'secret "{name}" in namespace "{namespace}": key "{key}" is not'
+                    " base64-encoded UTF-8 text"
+                ) from err
+        return out
+
+    def create_event(self, *, namespace: str, event: Obj) -> Obj:
+        """A core/v1 Event (what `kubectl describe` lists under Events)."""
+        return self._object(
+            Target(verb="create", resource=EVENTS, namespace=namespace),
+            method="POST",
+            body=event,
+        )
+
+    # ------------------------------------------------------------------ Flagger resources
+
+    def get_canary(self, *, namespace: str, name: str) -> Obj:
+        return self._object(Target(verb="get", resource=CANARIES, namespace=namespace, name=name))
+
+    def patch_canary_status(self, *, namespace: str, name: str, patch: Obj) -> Obj:
+        """A merge patch on the `/status` subresource."""
+        return self._object(
+            Target(verb="patch", resource=CANARIES, namespace=namespace, name=name, subresource="status"),
+            method="PATCH",
+            body=patch,
+            content_type=MERGE_PATCH,
+        )
+
+    def get_metric_template(self, *, namespace: str, name: str) -> Obj:
+        return self._object(Target(verb="get", resource=METRIC_TEMPLATES, namespace=namespace, name=name))
+
+    # ------------------------------------------------------------------ the one request function
+
+    def _object(
+        self,
+        target: Target,
+        *,
+        method: str = "GET",
+        body: Obj | list[Obj] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        response = self._request(target, method=method, body=body, content_type=content_type)
+        try:
+            raw = response.data
+            decoded = json.loads(raw)
+        except (ValueError, urllib3.exceptions.HTTPError, OSError) as err:
+            raise APIError(
+                f"the API server at {self.host} sent a response to {target.verb} {target.describe()}"
+                f" that is not JSON: {err}",
+                verb=target.verb,
+                resource=target.resource.qualified,
+            ) from None
+        finally:
+            response.release_conn()
+        if not isinstance(decoded, dict):
+            raise APIError(
+                f"the API server at {self.host} sent a JSON {type(decoded).__name__} to {target.verb}"
+                f" {target.describe()}, not an object",
+                verb=target.verb,
+                resource=target.resource.qualified,
+            )
+        return decoded
+
+    def _request(
+        self,
+        target: Target,
+        *,
+        method: str,
+        body: Obj | list[Obj] | None = None,
+        content_type: str = "application/json",
+        query: Mapping[str, str] | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        """Send one request, retrying transient failures per `RetryPolicy`; return a 2xx response.
+
+        The response is not read (watches stream it); the caller reads and releases it.
+        """
+        path = target.resource.path(
+            namespace=target.namespace, name=target.name, subresource=target.subresource
+        )
+        if target.verb in ("list", "watch"):
+            path = target.resource.path(namespace=target.namespace)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            err = state.outcome.exception() if state.outcome else None
+            retry_after = err.retry_after if isinstance(err, TransientAPIError) else None
+            return self._retry.delay(state.attempt_number, retry_after=retry_after)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self._retry.attempts)
+            | tenacity.stop_after_delay(self._retry.deadline),
+            wait=wait,
+            retry=tenacity.retry_if_exception_type(TransientAPIError),
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=lambda state: log.warning(
+                "retrying %s %s (attempt %d failed: %s)",
+                target.verb,
+                target.describe(),
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+        )
+        try:
+            return retrying(
+                self._attempt,
+                target,
+                method=method,
+                path=path,
+                body=body,
+                content_type=content_type,
+                query=query,
+                timeout=timeout or self._timeout,
+            )
+        except TransientAPIError as err:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            raise APIError(
+                f"{err} (gave up after {attempts} attempt(s))",
+                status=err.status,
+                verb=err.verb,
+                resource=err.resource,
+            ) from None
+
+    def _attempt(
+        self,
+        target: Target,
+        *,
+        method: str,
+        path: str,
+        body: Obj | list[Obj] | None,
+        content_type: str,
+        query: Mapping[str, str] | None,
+        timeout: tuple[float, float],
+    ) -> urllib3.BaseHTTPResponse:
+        self.requests.add(target.verb)
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            method, url, headers, serialized, _ = self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            rest = self._api.call_api(
+                method, url, header_params=headers, body=serialized, _request_timeout=timeout
+            )
+        except (urllib3.exceptions.HTTPError, OSError, ApiException, ApiValueError, ConfigException) as err:
+            raise TransientAPIError(
+                f"cannot reach the API server at {self.host} to {target.verb} {target.describe()}:"
+                f" {_one_line(err)}",
+                status=None,
+                target=target,
+                retry_after=None,
+            ) from None
+        response: urllib3.BaseHTTPResponse = rest.response
+        if 200 <= response.status <= 299:
+            return response
+        try:
+            data = response.data
+        except (urllib3.exceptions.HTTPError, OSError):
+            data = b""
+        finally:
+            response.release_conn()
+        raise error_for(
+            response.status,
+            target=target,
+            message=server_message(data),
+            retry_after=parse_retry_after(response.headers.get("Retry-After"), now=time.time()),
+        )
+
+    def _watch(self, target: Target, *, resource_version: str, timeout: float) -> Iterator[WatchEvent]:
+        seconds = max(1, math.ceil(timeout))
+        query = {
+            "watch": "true",
+            "fieldSelector": f"metadata.name={target.name}",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(seconds),
+            "allowWatchBookmarks": "true",
+        }
+        named = Target(verb="watch", resource=target.resource, namespace=target.namespace, name=target.name)
+        response = self._request(
+            named,
+            method="GET",
+            query=query,
+            timeout=(self._timeout[0], seconds + WATCH_GRACE_SECONDS),
+        )
+        return self._stream(response, target=named)
+
+    def _stream(self, response: urllib3.BaseHTTPResponse, *, target: Target) -> Iterator[WatchEvent]:
+        buffer = b""
+        try:
+            for chunk in response.stream(65536, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield _watch_event(line, target=target, host=self.host)
+            if buffer.strip():
+                yield _watch_event(buffer, target=target, host=self.host)
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            # A watch that breaks off (read timeout, reset) simply ends: the caller re-reads and
+            # re-watches within its own deadline.
+            log.debug("watch on %s ended: %s", target.describe(), _one_line(err))
+        finally:
+            response.release_conn()
+
+
+def _watch_event(line: bytes, *, target: Target, host: str) -> WatchEvent:
+    try:
+        decoded = json.loads(line)
+        return WatchEvent(type=str(decoded["type"]), object=dict(decoded["object"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise APIError(
+            f"the API server at {host} sent a watch event for {target.describe()} that is not valid: {err}",
+            verb="watch",
+            resource=target.resource.qualified,
+        ) from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------- connecting
+
+
+def connect(
+    *,
+    kubeconfig: str | None,
+    context: str | None,
+    retry: RetryPolicy,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Kube:
+    """A `Kube` for the in-cluster ServiceAccount (no kubeconfig given, running in a pod), else a kubeconfig.
+
+    With no `kubeconfig` outside a pod, the default kubeconfig ($KUBECONFIG or ~/.kube/config) is used.
+    """
+    configuration = kubernetes.client.Configuration()
+    try:
+        if kubeconfig is None and context is None and _in_cluster():
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (ConfigException, OSError, ValueError, TypeError) as err:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        ctx = f', context "{context}"' if context else ""
+        raise InfrastructureError(
+            f"cannot load the Kubernetes configuration ({where}{ctx}): {_one_line(err)}"
+        ) from None
+    # The one request function owns retries: urllib3's own (3 by default) and client-go style
+    # read retries are switched off.
+    configuration.retries = False
+    configuration.client_go_retries = False
+    return Kube(kubernetes.client.ApiClient(configuration), retry=retry, timeout=timeout, sleep=sleep)
+
+
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(IN_CLUSTER_TOKEN)
+
+
+__all__ = [
+    "CANARIES",
+    "EVENTS",
+    "JSON_PATCH",
+    "MERGE_PATCH",
+    "METRIC_TEMPLATES",
+    "REVISIONS",
+    "SECRETS",
+    "SERVICES",
+    "Kube",
+    "Obj",
+    "RequestCounter",
+    "Resource",
+    "WatchEvent",
+    "connect",
+]
