@@ -83,6 +83,15 @@ class Webhook:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Alert:
+    """An alert of the analysis: which AlertProvider gets events of which severity."""
+
+    name: str
+    provider_ref: TemplateRef  # name and namespace (None: the canary's namespace) of the AlertProvider
+    severity: str = ""  # "", "info", "warn" or "error"; Flagger matches nothing on ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Analysis:
     interval_seconds: float = DEFAULT_INTERVAL_SECONDS
     threshold: int = 1  # Flagger: <= 0 means 1
@@ -93,6 +102,8 @@ class Analysis:
     iterations: int = 0
     metrics: tuple[Metric, ...] = ()
     webhooks: tuple[Webhook, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+    mirror: bool = False
 
     def hooks(self, kind: WebhookType) -> tuple[Webhook, ...]:
         """The webhooks of one type, in list order (the order Flagger calls them)."""
@@ -107,6 +118,10 @@ class Canary:
     target_api_version: str = KNATIVE_API_VERSION
     target_kind: str = "Service"
     provider: str = "knative"
+    # For {{ service }}, {{ ingress }} and {{ route }} in query templates (each defaults to target_name).
+    service_name: str | None = None
+    ingress_name: str | None = None
+    route_name: str | None = None
     metrics_server: str | None = None
     progress_deadline_seconds: int = DEFAULT_PROGRESS_DEADLINE_SECONDS
     skip_analysis: bool = False
@@ -129,6 +144,7 @@ class MetricTemplate:
     headers: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     secret_ref: SecretRef | None = None
     insecure_skip_verify: bool = False
+    region: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,6 +156,7 @@ class AlertProvider:
     username: str | None = None
     address: str | None = None
     secret_ref: SecretRef | None = None
+    proxy: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

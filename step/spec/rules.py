@@ -1,0 +1,195 @@
+"""The rules a JSON Schema cannot say: Flagger's own checks, and ours that make a run able to finish.
+
+Owns: per-document rules (`canary_rules`, `metric_template_rules`, `alert_provider_rules`) and the
+cross-document ones (`reference_rules`: templateRefs resolved, no two objects with one name).
+Must not: repeat what the schema already reports, or import kube, click, tenacity, requests.
+
+Every rule reads the plain YAML data defensively: a value of the wrong type is the schema's to report,
+so a rule skips it rather than fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from step.spec.durations import parse_duration
+from step.spec.model import BUILTIN_METRICS, KNATIVE_API_VERSION
+from step.spec.problems import JsonPath
+
+Finding = tuple[JsonPath, str]
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def is_knative_target(target_ref: Mapping[str, Any]) -> bool:
+    """Flagger's `IsKnativeService`: kind Service and apiVersion serving.knative.dev/v1, exactly."""
+    return target_ref.get("kind") == "Service" and target_ref.get("apiVersion") == KNATIVE_API_VERSION
+
+
+def canary_rules(canary: Mapping[str, Any]) -> Iterator[Finding]:
+    spec = _map(canary.get("spec"))
+    target = _map(spec.get("targetRef"))
+    provider = spec.get("provider")
+    if target and isinstance(provider, str | None):
+        knative = is_knative_target(target)
+        if knative and provider != "knative":
+            shown = provider if provider else "no"
+            yield ("spec", "provider"), (
+                f"can't use {shown} provider with Knative Service as target; set provider: knative"
+            )
+        if not knative and provider == "knative":
+            yield ("spec", "targetRef"), (
+                f"can't use {target.get('apiVersion')}/{target.get('kind')} as target if provider is set "
+                f"to knative; the target must be a {KNATIVE_API_VERSION} Service"
+            )
+        if knative and "autoscalerRef" in spec:
+            yield ("spec", "autoscalerRef"), "can't use autoscaler with Knative Service"
+    analysis = _map(spec.get("analysis"))
+    yield from _schedule_rules(analysis, skip_analysis=spec.get("skipAnalysis") is True)
+    yield from _duration_rule(analysis.get("interval"), ("spec", "analysis", "interval"))
+    yield from _metric_rules(_list(analysis.get("metrics")))
+    yield from _webhook_rules(_list(analysis.get("webhooks")))
+    yield from _unique_names(_list(analysis.get("alerts")), ("spec", "analysis", "alerts"), "alert")
+    affinity = _map(analysis.get("sessionAffinity"))
+    if affinity.get("cookieName") and affinity.get("cookieName") == affinity.get("primaryCookieName"):
+        yield ("spec", "analysis", "sessionAffinity", "primaryCookieName"), (
+            "must differ from cookieName"
+        )
+
+
+def _schedule_rules(analysis: Mapping[str, Any], *, skip_analysis: bool) -> Iterator[Finding]:
+    base: JsonPath = ("spec", "analysis")
+    step_weight = _int(analysis.get("stepWeight"))
+    iterations = _int(analysis.get("iterations"))
+    raw_steps = analysis.get("stepWeights")
+    steps = [_int(w) for w in _list(raw_steps)]
+    given = [k for k in ("iterations", "stepWeight", "stepWeights") if k in analysis]
+    if len(given) > 1:
+        yield (*base, given[1]), (
+            f"set only one of {', '.join(given)}: Flagger's CRD accepts exactly one of iterations, "
+            "stepWeight and stepWeights"
+        )
+        return
+    previous = 0
+    for i, weight in enumerate(steps):
+        if weight is None:
+            return
+        if weight <= previous and i > 0:
+            yield (*base, "stepWeights", i), (
+                f"{weight} is not greater than the step before it ({previous}): stepWeights must be "
+                "strictly ascending"
+            )
+            return
+        previous = weight
+    if skip_analysis:
+        return
+    if "stepWeight" in analysis and step_weight == 0:
+        yield (*base, "stepWeight"), (
+            "0 never moves traffic, so the canary can never be promoted; use a step above 0"
+        )
+    elif "iterations" in analysis and iterations == 0:
+        yield (*base, "iterations"), "0 iterations never promote; use 1 or more, or a stepWeight"
+    elif not given and isinstance(analysis, dict) and analysis:
+        yield base, (
+            "the weight schedule can never promote: set stepWeight (with maxWeight), stepWeights, or "
+            "iterations"
+        )
+
+
+def _duration_rule(value: Any, path: JsonPath) -> Iterator[Finding]:
+    if not isinstance(value, str):
+        return
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        return  # the schema's pattern reports it
+    if seconds <= 0:
+        yield path, f"{value!r} must be greater than 0"
+
+
+def _metric_rules(metrics: Sequence[Any]) -> Iterator[Finding]:
+    base: JsonPath = ("spec", "analysis", "metrics")
+    yield from _unique_names(metrics, base, "metric")
+    for i, metric in enumerate(metrics):
+        if not isinstance(metric, dict):
+            continue
+        yield from _duration_rule(metric.get("interval"), (*base, i, "interval"))
+        bounds = _map(metric.get("thresholdRange"))
+        low, high = _num(bounds.get("min")), _num(bounds.get("max"))
+        if low is not None and high is not None and low > high:
+            yield (*base, i, "thresholdRange"), (
+                f"min {bounds['min']} is greater than max {bounds['max']}: no value can pass"
+            )
+        name = metric.get("name")
+        if "query" in metric and "templateRef" in metric:
+            yield (*base, i), "set either query or templateRef, not both"
+        elif "query" not in metric and "templateRef" not in metric and isinstance(name, str):
+            if name not in BUILTIN_METRICS:
+                yield (*base, i, "name"), (
+                    f"{name!r} is not a built-in metric ({', '.join(BUILTIN_METRICS)}): give it a "
+                    "query or a templateRef"
+                )
+
+
+def _webhook_rules(webhooks: Sequence[Any]) -> Iterator[Finding]:
+    base: JsonPath = ("spec", "analysis", "webhooks")
+    yield from _unique_names(webhooks, base, "webhook")
+    for i, hook in enumerate(webhooks):
+        if not isinstance(hook, dict):
+            continue
+        yield from _duration_rule(hook.get("timeout"), (*base, i, "timeout"))
+        url = hook.get("url")
+        if isinstance(url, str) and url:
+            yield from _url_rule(url, (*base, i, "url"))
+
+
+def _url_rule(url: str, path: JsonPath) -> Iterator[Finding]:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        yield path, f"{url!r} is not a valid URL"
+        return
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        yield path, f"{url!r} is not an absolute http:// or https:// URL"
+
+
+def _unique_names(items: Sequence[Any], base: JsonPath, what: str) -> Iterator[Finding]:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            yield (*base, i, "name"), f"duplicate {what} name {name!r} (also {base[-1]}[{seen[name]}])"
+        else:
+            seen[name] = i
+
+
+def metric_template_rules(template: Mapping[str, Any]) -> Iterator[Finding]:
+    provider = _map(_map(template.get("spec")).get("provider"))
+    address = provider.get("address")
+    if isinstance(address, str) and address:
+        yield from _url_rule(address, ("spec", "provider", "address"))
+
+
+def alert_provider_rules(alert_provider: Mapping[str, Any]) -> Iterator[Finding]:
+    spec = _map(alert_provider.get("spec"))
+    if spec and "address" not in spec and "secretRef" not in spec:
+        yield ("spec",), "needs address or secretRef (a Secret with an `address` key)"
