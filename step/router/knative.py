@@ -1,0 +1,285 @@
+"""The Knative traffic router: moves traffic on one Knative Service and verifies that it took.
+
+Owns: `KnativeRouter`, the `ports.Router` for a `serving.knative.dev/v1` Service. Every write is a
+JSON patch of `spec.traffic` (and the `flagger.app/primary-revision` annotation when pinning or
+promoting) made conditional by `test` ops on exactly those fields, retried after re-reading when
+someone else changed them. After each write it watches the Service until `status` shows what was
+written (observedGeneration, Ready, status.traffic), or raises `TrafficNotConverged`.
+Must not: choose weights or timing, decide promotion or rollback, or import `kubernetes`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from step.errors import Conflict, NotFound, SpecError, TrafficNotConverged
+from step.kube import Kube, Obj
+from step.ports import Clock, RevisionState, ServiceView, TrafficTarget
+from step.router.traffic import (
+    converged,
+    describe_traffic,
+    describe_view,
+    desired_traffic,
+    revision_state,
+    traffic_matches,
+    traffic_patch,
+    view_of,
+)
+from step.spec.model import PRIMARY_REVISION_ANNOTATION
+
+log = logging.getLogger(__name__)
+
+CONFLICT_ATTEMPTS = 5
+
+
+class KnativeRouter:
+    """Pins revisions by name (tags `primary` and `canary`), never `latestRevision: true`."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        namespace: str,
+        name: str,
+        clock: Clock,
+        converge_timeout: float = 60.0,
+    ) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._name = name
+        self._clock = clock
+        self._converge_timeout = converge_timeout
+        self._obj: Obj | None = None  # the newest Service object we have seen (read, write or watch)
+
+    # ------------------------------------------------------------------ reading
+
+    def observe(self) -> ServiceView:
+        """Read the Service now (one GET)."""
+        return view_of(self._fetch())
+
+    def last_view(self) -> ServiceView:
+        """The newest state seen by a read, write or watch; reads only if nothing was seen yet."""
+        return view_of(self._current())
+
+    def revision(self, name: str) -> RevisionState:
+        try:
+            obj = self._kube.get_revision(namespace=self._namespace, name=name)
+        except NotFound:
+            return revision_state(name, None)
+        return revision_state(name, obj)
+
+    # ------------------------------------------------------------------ traffic writes
+
+    def pin_primary(self, primary: str) -> ServiceView:
+        return self._write(primary=primary, canary=None, canary_weight=0, annotation=primary)
+
+    def route(self, *, primary: str, canary: str, canary_weight: int) -> ServiceView:
+        return self._write(primary=primary, canary=canary, canary_weight=canary_weight, annotation=None)
+
+    def promote(self, canary: str) -> ServiceView:
+        return self._write(primary=canary, canary=None, canary_weight=0, annotation=canary)
+
+    def _write(
+        self, *, primary: str, canary: str | None, canary_weight: int, annotation: str | None
+    ) -> ServiceView:
+        for _ in range(CONFLICT_ATTEMPTS):
+            obj = self._current()
+            view = view_of(obj)
+            desired = desired_traffic(
+                view.spec_traffic, primary=primary, canary=canary, canary_weight=canary_weight
+            )
+            annotations: dict[str, str] | None = obj["metadata"].get("annotations")
+            wants_annotation = (
+                annotation is not None and (annotations or {}).get(PRIMARY_REVISION_ANNOTATION) != annotation
+            )
+            if not wants_annotation and _same_spec(desired, view.spec_traffic):
+                # Nothing to write: only make sure the status shows it.
+                return self._await(generation=view.generation, desired=desired)
+            ops = traffic_patch(
+                current_raw=(obj.get("spec") or {}).get("traffic"),
+                desired=desired,
+                annotations=annotations,
+                primary_annotation=annotation if wants_annotation else None,
+            )
+            try:
+                written = self._kube.patch_service(namespace=self._namespace, name=self._name, patch=ops)
+            except Conflict as err:
+                log.info(
+                    "Knative Service %s/%s changed under us, re-reading: %s", self._namespace, self._name, err
+                )
+                self._obj = None
+                continue
+            self._obj = written
+            return self._await(generation=int(written["metadata"].get("generation") or 0), desired=desired)
+        raise Conflict(
+            f"Knative Service {self._namespace}/{self._name} kept changing while we wrote its traffic;"
+            f" gave up after {CONFLICT_ATTEMPTS} attempts",
+            status=409,
+            verb="patch",
+            resource="services.serving.knative.dev",
+        )
+
+    def _await(self, *, generation: int, desired: Sequence[TrafficTarget]) -> ServiceView:
+        def done(obj: Obj) -> ServiceView | None:
+            view = view_of(obj)
+            return view if converged(view, generation=generation, desired=desired) else None
+
+        found = self._watch_until(done, timeout=self._converge_timeout)
+        if found is not None:
+            return found
+        raise TrafficNotConverged(
+            f"Knative Service {self._namespace}/{self._name} did not show the traffic we wrote within"
+            f" {self._converge_timeout:g}s: asked {describe_traffic(desired)} at generation {generation};"
+            f" it shows {describe_view(view_of(self._current()))}"
+        )
+
+    # ------------------------------------------------------------------ template writes
+
+    def set_image(self, *, image: str, container: str | None) -> ServiceView:
+        written = self._write_image(image=image, container=container)
+        if written is None:
+            return view_of(self._current())
+        before, generation = written
+
+        def created(obj: Obj) -> ServiceView | None:
+            view = view_of(obj)
+            fresh = view.latest_created_revision not in (None, before)
+            return view if view.observed_generation >= generation and fresh else None
+
+        found = self._watch_until(created, timeout=self._converge_timeout)
+        if found is not None:
+            return found
+        raise TrafficNotConverged(
+            f"Knative Service {self._namespace}/{self._name}: no new revision appeared within"
+            f" {self._converge_timeout:g}s of setting the image to {image};"
+            f" it shows {describe_view(view_of(self._current()))}"
+        )
+
+    def _write_image(self, *, image: str, container: str | None) -> tuple[str | None, int] | None:
+        """Patch the image; (latest created revision before, written generation), or None if unchanged."""
+        for _ in range(CONFLICT_ATTEMPTS):
+            obj = self._current()
+            containers: list[dict[str, Any]] = obj["spec"]["template"]["spec"]["containers"]
+            index = _container_index(containers, container, service=f"{self._namespace}/{self._name}")
+            if containers[index].get("image") == image:
+                return None
+            path = f"/spec/template/spec/containers/{index}"
+            ops: list[dict[str, Any]] = []
+            if "name" in containers[index]:
+                ops.append({"op": "test", "path": f"{path}/name", "value": containers[index]["name"]})
+            ops += [
+                {"op": "test", "path": f"{path}/image", "value": containers[index].get("image")},
+                {"op": "replace", "path": f"{path}/image", "value": image},
+            ]
+            try:
+                written = self._kube.patch_service(namespace=self._namespace, name=self._name, patch=ops)
+            except Conflict:
+                self._obj = None
+                continue
+            self._obj = written
+            return view_of(obj).latest_created_revision, int(written["metadata"].get("generation") or 0)
+        raise Conflict(
+            f"Knative Service {self._namespace}/{self._name} kept changing while we set its image;"
+            f" gave up after {CONFLICT_ATTEMPTS} attempts",
+            status=409,
+            verb="patch",
+            resource="services.serving.knative.dev",
+        )
+
+    # ------------------------------------------------------------------ waiting
+
+    def wait_for_change(self, *, timeout: float) -> ServiceView:
+        start = _resource_version(self._current())
+
+        def changed(obj: Obj) -> ServiceView | None:
+            return view_of(obj) if _resource_version(obj) != start else None
+
+        found = self._watch_until(changed, timeout=timeout)
+        return found if found is not None else view_of(self._current())
+
+    def _watch_until(
+        self, check: Callable[[Obj], ServiceView | None], *, timeout: float
+    ) -> ServiceView | None:
+        """Watch the Service until `check(obj)` returns a view, or `timeout` passes (then None)."""
+        deadline = self._clock.now() + timeout
+        obj = self._current()
+        found: ServiceView | None = check(obj)
+        if found is not None:
+            return found
+        resource_version = _resource_version(obj)
+        while (remaining := deadline - self._clock.now()) > 0:
+            events = 0
+            for event in self._kube.watch_service(
+                namespace=self._namespace,
+                name=self._name,
+                resource_version=resource_version,
+                timeout=remaining,
+            ):
+                events += 1
+                if event.type in ("ADDED", "MODIFIED"):
+                    self._obj = event.object
+                    resource_version = _resource_version(event.object)
+                    found = check(event.object)
+                    if found is not None:
+                        return found
+                elif event.type == "BOOKMARK":
+                    resource_version = _resource_version(event.object) or resource_version
+                elif event.type == "DELETED":
+                    raise NotFound(
+                        f"Knative Service {self._namespace}/{self._name} was deleted while we waited on it",
+                        status=404,
+                        verb="watch",
+                        resource="services.serving.knative.dev",
+                    )
+                else:  # ERROR, typically 410 Gone: our resourceVersion is too old; re-read.
+                    events = 0
+                    break
+                if self._clock.now() >= deadline:
+                    break
+            if events == 0 and self._clock.now() < deadline:
+                # The watch ended without news (expired version, or cut off): read afresh.
+                obj = self._fetch()
+                resource_version = _resource_version(obj)
+                found = check(obj)
+                if found is not None:
+                    return found
+        return None
+
+    # ------------------------------------------------------------------ cache
+
+    def _fetch(self) -> Obj:
+        self._obj = self._kube.get_service(namespace=self._namespace, name=self._name)
+        return self._obj
+
+    def _current(self) -> Obj:
+        return copy.deepcopy(self._obj) if self._obj is not None else copy.deepcopy(self._fetch())
+
+
+def _resource_version(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _same_spec(desired: Sequence[TrafficTarget], spec: Sequence[TrafficTarget]) -> bool:
+    return traffic_matches(desired, spec) and all(
+        t.latest_revision is False for t in spec if t.tag in ("primary", "canary")
+    )
+
+
+def _container_index(containers: Sequence[dict[str, Any]], container: str | None, *, service: str) -> int:
+    names = [str(c.get("name") or "") for c in containers]
+    if container is not None:
+        if container in names:
+            return names.index(container)
+        raise SpecError(
+            f'Knative Service {service} has no container named "{container}"; its containers are'
+            f" {', '.join(repr(n) for n in names) or '(none)'}"
+        )
+    if len(containers) == 1:
+        return 0
+    raise SpecError(
+        f"Knative Service {service} has {len(containers)} containers"
+        f" ({', '.join(repr(n) for n in names)}); name the one to update with --container"
+    )

@@ -1,0 +1,205 @@
+"""Pure traffic arithmetic for a Knative Service: reading it, building what to write, checking it took.
+
+Owns: parsing a Service object into `ServiceView`, building the `spec.traffic` list for a pinned
+primary/canary split (tags `primary` and `canary`, other 0 % tagged entries kept, never duplicate
+untagged entries), the JSON patch that writes it conditionally, and the convergence check of
+knative-semantics 2.7 (observedGeneration, Ready, status.traffic equal to what was asked).
+Must not: perform I/O, choose weights, or read the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from step.errors import APIError
+from step.ports import RevisionPhase, RevisionState, ServiceView, TrafficTarget
+from step.spec.model import PRIMARY_REVISION_ANNOTATION
+
+PRIMARY_TAG = "primary"
+CANARY_TAG = "canary"
+OUR_TAGS = frozenset({PRIMARY_TAG, CANARY_TAG})
+
+Obj = Mapping[str, Any]
+
+
+def _conditions(obj: Obj) -> dict[str, Mapping[str, Any]]:
+    status = obj.get("status") or {}
+    return {str(c.get("type")): c for c in status.get("conditions") or [] if isinstance(c, Mapping)}
+
+
+def _tristate(value: Any) -> bool | None:
+    return True if value == "True" else False if value == "False" else None
+
+
+def parse_target(entry: Mapping[str, Any]) -> TrafficTarget:
+    revision = entry.get("revisionName") or None
+    latest = entry.get("latestRevision")
+    return TrafficTarget(
+        percent=int(entry.get("percent") or 0),
+        revision_name=str(revision) if revision else None,
+        latest_revision=bool(latest) if latest is not None else revision is None,
+        tag=str(entry["tag"]) if entry.get("tag") else None,
+        url=str(entry["url"]) if entry.get("url") else None,
+    )
+
+
+def to_entry(target: TrafficTarget) -> dict[str, Any]:
+    """A `spec.traffic` entry as Knative stores it after defaulting (explicit latestRevision, percent)."""
+    entry: dict[str, Any] = {}
+    if target.tag:
+        entry["tag"] = target.tag
+    if target.revision_name and not target.latest_revision:
+        entry["revisionName"] = target.revision_name
+    entry["latestRevision"] = target.latest_revision
+    entry["percent"] = target.percent
+    return entry
+
+
+def view_of(obj: Obj) -> ServiceView:
+    """What a Service object says about itself. Raises APIError if it is not a Service object."""
+    try:
+        meta = obj["metadata"]
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        ready = _conditions(obj).get("Ready", {})
+        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+        return ServiceView(
+            name=str(meta["name"]),
+            namespace=str(meta.get("namespace") or ""),
+            generation=int(meta.get("generation") or 0),
+            observed_generation=int(status.get("observedGeneration") or 0),
+            primary_revision=(meta.get("annotations") or {}).get(PRIMARY_REVISION_ANNOTATION) or None,
+            latest_created_revision=status.get("latestCreatedRevisionName") or None,
+            latest_ready_revision=status.get("latestReadyRevisionName") or None,
+            ready=_tristate(ready.get("status")),
+            ready_reason=str(ready.get("reason") or ""),
+            ready_message=str(ready.get("message") or ""),
+            spec_traffic=tuple(parse_target(t) for t in spec.get("traffic") or []),
+            status_traffic=tuple(parse_target(t) for t in status.get("traffic") or []),
+            images={str(c.get("name") or ""): str(c.get("image") or "") for c in containers},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise APIError(
+            f"the Knative Service object is not what serving.knative.dev/v1 describes: {err}"
+        ) from None
+
+
+def revision_state(name: str, obj: Obj | None) -> RevisionState:
+    """READY when Ready=True at the current generation; FAILED when Ready=False; else PENDING."""
+    if obj is None:
+        return RevisionState(name=name, phase=RevisionPhase.MISSING)
+    ready = _conditions(obj).get("Ready", {})
+    reason, message = str(ready.get("reason") or ""), str(ready.get("message") or "")
+    state = _tristate(ready.get("status"))
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    if state is True and (generation is None or observed == generation):
+        return RevisionState(name=name, phase=RevisionPhase.READY, reason=reason, message=message)
+    if state is False:
+        return RevisionState(name=name, phase=RevisionPhase.FAILED, reason=reason, message=message)
+    return RevisionState(name=name, phase=RevisionPhase.PENDING, reason=reason, message=message)
+
+
+def kept_entries(current: Sequence[TrafficTarget]) -> tuple[TrafficTarget, ...]:
+    """The user's own 0 % tagged entries, which every write carries over unchanged."""
+    return tuple(t for t in current if t.tag and t.tag not in OUR_TAGS and t.percent == 0)
+
+
+def desired_traffic(
+    current: Sequence[TrafficTarget], *, primary: str, canary: str | None, canary_weight: int
+) -> tuple[TrafficTarget, ...]:
+    """`spec.traffic` for a split pinned by revision name, never `latestRevision: true`.
+
+    With no canary, or canary == primary (after promotion), one entry takes 100 %.
+    """
+    if not 0 <= canary_weight <= 100:
+        raise ValueError(f"canary weight must be within 0..100, got {canary_weight}")
+    ours: list[TrafficTarget] = []
+    if canary is None or canary == primary:
+        ours.append(TrafficTarget(revision_name=primary, percent=100, tag=PRIMARY_TAG))
+    else:
+        ours.append(TrafficTarget(revision_name=primary, percent=100 - canary_weight, tag=PRIMARY_TAG))
+        ours.append(TrafficTarget(revision_name=canary, percent=canary_weight, tag=CANARY_TAG))
+    return (*ours, *kept_entries(current))
+
+
+def traffic_patch(
+    *,
+    current_raw: Sequence[Any] | None,
+    desired: Sequence[TrafficTarget],
+    annotations: Mapping[str, str] | None,
+    primary_annotation: str | None = None,
+) -> list[dict[str, Any]]:
+    """A JSON patch that replaces spec.traffic (and the annotation) only if they are as we last read them.
+
+    The `test` ops make the write conditional on exactly the fields we own, so status updates by
+    Knative do not cause conflicts but a concurrent edit of the traffic or the annotation does.
+    """
+    ops: list[dict[str, Any]] = []
+    if primary_annotation is not None:
+        key = "/metadata/annotations/" + PRIMARY_REVISION_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        if annotations is None:
+            ops.append(
+                {
+                    "op": "add",
+                    "path": "/metadata/annotations",
+                    "value": {PRIMARY_REVISION_ANNOTATION: primary_annotation},
+                }
+            )
+        elif PRIMARY_REVISION_ANNOTATION in annotations:
+            ops.append({"op": "test", "path": key, "value": annotations[PRIMARY_REVISION_ANNOTATION]})
+            ops.append({"op": "replace", "path": key, "value": primary_annotation})
+        else:
+            ops.append({"op": "add", "path": key, "value": primary_annotation})
+    entries = [to_entry(t) for t in desired]
+    if current_raw is None:
+        ops.append({"op": "add", "path": "/spec/traffic", "value": entries})
+    else:
+        ops.append({"op": "test", "path": "/spec/traffic", "value": list(current_raw)})
+        ops.append({"op": "replace", "path": "/spec/traffic", "value": entries})
+    return ops
+
+
+def _key(target: TrafficTarget) -> tuple[str, int, str]:
+    # A latestRevision entry resolves to some revision in status; match it by tag and percent only.
+    revision = "*" if target.latest_revision else (target.revision_name or "")
+    return (target.tag or "", target.percent, revision)
+
+
+def traffic_matches(desired: Sequence[TrafficTarget], observed: Sequence[TrafficTarget]) -> bool:
+    """status.traffic shows what was asked: same (tag, percent, revisionName), url and order ignored."""
+    if len(desired) != len(observed):
+        return False
+    return sorted(_key(t) for t in desired) == sorted(_key(t) for t in observed)
+
+
+def converged(view: ServiceView, *, generation: int, desired: Sequence[TrafficTarget]) -> bool:
+    """knative-semantics 2.7: observedGeneration caught up, Ready True, and status.traffic as asked."""
+    return (
+        view.observed_generation >= generation
+        and view.ready is True
+        and traffic_matches(desired, view.status_traffic)
+    )
+
+
+def describe_traffic(targets: Sequence[TrafficTarget]) -> str:
+    if not targets:
+        return "[]"
+    parts = []
+    for t in targets:
+        who = "latest" if t.latest_revision else (t.revision_name or "?")
+        tag = f" tag={t.tag}" if t.tag else ""
+        parts.append(f"{who}={t.percent}%{tag}")
+    return "[" + ", ".join(parts) + "]"
+
+
+def describe_view(view: ServiceView) -> str:
+    ready = {True: "True", False: "False", None: "Unknown"}[view.ready]
+    why = f" {view.ready_reason}" if view.ready_reason else ""
+    msg = f": {view.ready_message}" if view.ready_message else ""
+    return (
+        f"status.traffic {describe_traffic(view.status_traffic)},"
+        f" spec.traffic {describe_traffic(view.spec_traffic)},"
+        f" observedGeneration {view.observed_generation} of {view.generation}, Ready {ready}{why}{msg}"
+    )
