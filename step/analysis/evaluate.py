@@ -1,0 +1,164 @@
+"""The evaluator: judges one measured value against a metric's threshold, as Flagger does.
+
+Owns: `thresholdRange` semantics (min fails when val < min, max fails when val > max, both bounds
+inclusive-OK), request-duration in milliseconds truncated like Go's `time.Duration`, the
+"no values found" policy (`onNoData`), and Flagger's exact halt texts for each kind of metric.
+Providers only measure (`step.metrics`); this module only judges.
+Must not: do I/O, read the clock, or count failed checks (the state machine does).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from step.spec.model import Metric, OnNoData
+
+SUCCESS_RATE = "request-success-rate"
+REQUEST_DURATION = "request-duration"
+# Flagger's metrics provider name for Knative targets, used in its "no values found" text.
+KNATIVE_OBSERVER = "knative"
+
+
+class Verdict(enum.StrEnum):
+    """One measurement's judgement (after Argo Rollouts: error is never a failure)."""
+
+    PASS = "pass"
+    FAIL = "fail"  # a failed check: the value broke the threshold, or no data under onNoData: fail
+    IGNORED = "ignored"  # no data under onNoData: ignore: a pass with a note
+    ERROR = "error"  # the provider could not answer: counted apart from failed checks
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reading:
+    """What a provider returned for one metric: a value, "no values found", or an error."""
+
+    value: float | None = None
+    no_data: bool = False
+    error: str = ""
+    query: str = ""
+
+    @classmethod
+    def of(cls, value: float, *, query: str = "") -> Reading:
+        return cls(value=value, query=query)
+
+    @classmethod
+    def empty(cls, message: str = "no values found", *, query: str = "") -> Reading:
+        return cls(no_data=True, error=message, query=query)
+
+    @classmethod
+    def failed(cls, message: str, *, query: str = "") -> Reading:
+        return cls(error=message, query=query)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Judgement:
+    verdict: Verdict
+    message: str  # the event text (Flagger's where Flagger has one), "" for a plain pass
+
+
+def go_float(value: float) -> str:
+    """Go's `%v` for a float64 (shortest representation; integers without a decimal point)."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e21:
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def go_duration_ms(milliseconds: int) -> str:
+    """Go's `time.Duration.String()` for a whole number of milliseconds (`512ms`, `1.5s`, `1m0s`)."""
+    if milliseconds == 0:
+        return "0s"
+    sign = "-" if milliseconds < 0 else ""
+    ms = abs(milliseconds)
+    if ms < 1000:
+        return f"{sign}{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    sec = str(seconds) if millis == 0 else f"{seconds}.{millis:03d}".rstrip("0")
+    if hours:
+        return f"{sign}{hours}h{minutes}m{sec}s"
+    if minutes:
+        return f"{sign}{minutes}m{sec}s"
+    return f"{sign}{sec}s"
+
+
+def truncate_ms(value: float) -> int:
+    """`time.Duration(int64(value))`: Go truncates toward zero."""
+    return int(value)
+
+
+def judge(
+    metric: Metric,
+    reading: Reading,
+    *,
+    canary_name: str,
+    namespace: str,
+    target_name: str,
+) -> Judgement:
+    """Judge one reading of `metric`. The texts are Flagger's (scheduler_metrics.go)."""
+    who = f"{canary_name}.{namespace}"
+    builtin = metric.is_builtin
+    if reading.no_data:
+        if metric.on_no_data is OnNoData.IGNORE:
+            return Judgement(
+                verdict=Verdict.IGNORED,
+                message=f"No values found for metric {metric.name}: ignored (onNoData: ignore)",
+            )
+        if builtin and metric.name == SUCCESS_RATE:
+            text = (
+                f"Halt advancement no values found for {KNATIVE_OBSERVER} metric {metric.name} "
+                f"probably {target_name}.{namespace} is not receiving traffic: {reading.error}"
+            )
+        elif builtin:
+            text = (
+                f"Halt advancement no values found for {KNATIVE_OBSERVER} metric {metric.name} "
+                f"probably {target_name}.{namespace} is not receiving traffic"
+            )
+        else:
+            text = f"Halt advancement no values found for custom metric: {metric.name}: {reading.error}"
+        return Judgement(verdict=Verdict.FAIL, message=text)
+    if reading.value is None:
+        if builtin:
+            return Judgement(verdict=Verdict.ERROR, message=f"Prometheus query failed: {reading.error}")
+        text = f"Metric query failed for {metric.name}: {reading.error}"
+        return Judgement(verdict=Verdict.ERROR, message=text)
+
+    value = reading.value
+    lo, hi = metric.threshold_min, metric.threshold_max
+    if builtin and metric.name == SUCCESS_RATE:
+        if lo is not None and value < lo:
+            return _fail(f"Halt {who} advancement success rate {value:.2f}% < {go_float(lo)}%")
+        if hi is not None and value > hi:
+            return _fail(f"Halt {who} advancement success rate {value:.2f}% > {go_float(hi)}%")
+        return _PASS
+    if builtin and metric.name == REQUEST_DURATION:
+        val_ms = truncate_ms(value)
+        if lo is not None and val_ms < truncate_ms(lo):
+            return _fail(
+                f"Halt {who} advancement request duration {go_duration_ms(val_ms)} "
+                f"< {go_duration_ms(truncate_ms(lo))}"
+            )
+        if hi is not None and val_ms > truncate_ms(hi):
+            return _fail(
+                f"Halt {who} advancement request duration {go_duration_ms(val_ms)} "
+                f"> {go_duration_ms(truncate_ms(hi))}"
+            )
+        return _PASS
+    if lo is not None and value < lo:
+        return _fail(f"Halt {who} advancement {metric.name} {value:.2f} < {go_float(lo)}")
+    if hi is not None and value > hi:
+        return _fail(f"Halt {who} advancement {metric.name} {value:.2f} > {go_float(hi)}")
+    return _PASS
+
+
+_PASS = Judgement(verdict=Verdict.PASS, message="")
+
+
+def _fail(message: str) -> Judgement:
+    return Judgement(verdict=Verdict.FAIL, message=message)
