@@ -1,0 +1,170 @@
+"""The Prometheus metrics provider: one instant query, one number, as Flagger's provider reads it.
+
+Owns: `PrometheusProvider` — `GET <address>/api/v1/query?query=...` with a timeout, bearer or basic
+auth and extra headers; Flagger's result handling (flagger-semantics 3.3): the last vector value
+wins, a range vector is an error, an empty result or NaN is `NoValuesFound`, HTTP >= 400 is
+`MetricError("error response: Status N ...")`; and `is_online()` (`vector(1)` must return 1).
+Must not: apply thresholds, count failures, render query templates, or retry more than one quick
+reconnect (the engine counts consecutive provider errors itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+import urllib3
+
+from step.errors import MetricError, NoValuesFound
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_SECONDS = 5.0  # Flagger's Prometheus client timeout
+CONNECT_ATTEMPTS = 2  # one immediate reconnect on a refused/reset connection, no more
+
+
+class PrometheusProvider:
+    """Measures with Prometheus' instant-query API; never judges."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        insecure_skip_verify: bool = False,
+    ) -> None:
+        if not address or "://" not in address:
+            raise MetricError(
+                f"Prometheus address {address!r} is not a URL (expected e.g. http://prometheus:9090)"
+            )
+        self.address = address.rstrip("/")
+        self._timeout = timeout
+        self._verify = not insecure_skip_verify
+        self._session = requests.Session()
+        # Our own loop owns the (single) reconnect; requests/urllib3 must not retry behind it.
+        self._session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
+        self._session.mount("https://", requests.adapters.HTTPAdapter(max_retries=0))
+        self._session.headers.update(dict(headers or {}))
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+        elif username is not None or password is not None:
+            self._session.auth = (username or "", password or "")
+        self.last_error: MetricError | None = None
+
+    def close(self) -> None:
+        self._session.close()
+
+    def query(self, promql: str) -> float:
+        """The query's value. Raises NoValuesFound (empty, NaN) or MetricError (anything else)."""
+        payload = self._get(promql)
+        return _value_of(payload)
+
+    def is_online(self) -> bool:
+        """Flagger's check: `vector(1)` answers 1. The reason for a False is kept in `last_error`."""
+        try:
+            value = self.query("vector(1)")
+        except MetricError as err:
+            self.last_error = err
+            return False
+        if value != 1:
+            self.last_error = MetricError(f"Prometheus at {self.address} answered vector(1) with {value}")
+            return False
+        self.last_error = None
+        return True
+
+    def _get(self, promql: str) -> Mapping[str, Any]:
+        url = f"{self.address}/api/v1/query"
+        response: requests.Response | None = None
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                with warnings.catch_warnings():
+                    # insecureSkipVerify was asked for explicitly; urllib3 need not warn on every query.
+                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                    response = self._session.get(
+                        url, params={"query": promql}, timeout=self._timeout, verify=self._verify
+                    )
+                break
+            except requests.ConnectionError as err:
+                if attempt < CONNECT_ATTEMPTS and not isinstance(err, requests.ConnectTimeout):
+                    log.debug("Prometheus at %s: %s; reconnecting once", self.address, err)
+                    continue
+                raise MetricError(f"Prometheus at {self.address} is unreachable: {_one_line(err)}") from None
+            except requests.Timeout:
+                raise MetricError(
+                    f"Prometheus at {self.address} did not answer within {self._timeout:g}s"
+                ) from None
+            except requests.RequestException as err:
+                raise MetricError(f"Prometheus at {self.address}: request failed: {_one_line(err)}") from None
+        assert response is not None
+        try:
+            if response.status_code >= 400:
+                raise MetricError(f"error response: Status {response.status_code}: {_error_text(response)}")
+            try:
+                payload = response.json()
+            except ValueError:
+                raise MetricError(
+                    f"Prometheus at {self.address} answered with something that is not JSON:"
+                    f" {response.text[:200]!r}"
+                ) from None
+        finally:
+            response.close()
+        if not isinstance(payload, Mapping):
+            raise MetricError(f"Prometheus at {self.address} answered with unexpected JSON: {payload!r:.200}")
+        return payload
+
+
+def _value_of(payload: Mapping[str, Any]) -> float:
+    data = payload.get("data")
+    if payload.get("status") not in (None, "success") or not isinstance(data, Mapping):
+        raise MetricError(f"unexpected Prometheus answer: {dict(payload)!r:.300}")
+    result = data.get("result")
+    if data.get("resultType") == "scalar" and isinstance(result, list) and len(result) == 2:
+        value = _float(result[1])
+    elif isinstance(result, list):
+        value = None
+        for series in result:
+            if not isinstance(series, Mapping):
+                raise MetricError(f"unexpected Prometheus result entry: {series!r:.200}")
+            if "values" in series:
+                raise MetricError(
+                    "multiple values returned (a range vector); the query must return one value"
+                )
+            pair = series.get("value")
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise MetricError(f"unexpected Prometheus result entry: {dict(series)!r:.200}")
+            value = _float(pair[1])  # the last one wins, as in Flagger
+    else:
+        raise MetricError(f"unexpected Prometheus result: {result!r:.200}")
+    if value is None or math.isnan(value):
+        raise NoValuesFound("no values found")
+    return value
+
+
+def _float(raw: Any) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise MetricError(f"Prometheus returned a value that is not a number: {raw!r:.100}") from None
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping) and body.get("error"):
+        kind = f"{body['errorType']}: " if body.get("errorType") else ""
+        return f"{kind}{body['error']}"
+    return response.text.strip()[:300] or response.reason or ""
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join((str(err) or type(err).__name__).split())
