@@ -1,0 +1,704 @@
+"""Consistency of the pipeline packaging: tekton/, argo/, action.yml and the e2e workflow, against the
+contract (step.contract.RESULT_NAMES), the `run` command's options, and each other.
+
+No cluster is needed: these read the YAML as Tekton, Argo and GitHub would resolve their variables, and
+run the launcher script (the same text in all three) with /bin/sh against a recording stand-in for
+`canary-step`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import os
+import re
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import step
+from step.cli import cli
+from step.contract import RESULT_NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
+TEKTON = sorted((ROOT / "tekton").glob("*.yaml"))
+ARGO = sorted((ROOT / "argo").glob("*.yaml"))
+ACTION = ROOT / "action.yml"
+E2E = ROOT / ".github" / "workflows" / "e2e-kind.yaml"
+ALL_FILES = [*TEKTON, *ARGO, ACTION, E2E]
+
+STEP_IMAGE = f"ghcr.io/canary-step/canary-step:{step.__version__}"
+TEKTON_RESULTS_DIR = "/tekton/results"
+
+# The options of `canary-step run`, as the brief for issue 4 lists them. Used only while step.cli.run
+# does not exist; once it does, the tests read the real command instead.
+DOCUMENTED_RUN_OPTIONS = {
+    "canary_ref",
+    "kubeconfig",
+    "context",
+    "namespace",
+    "metrics_server",
+    "image",
+    "container",
+    "results_dir",
+    "report",
+    "log_format",
+    "timeout",
+}
+
+# Environment variables of the launcher that are not canary-step options.
+LAUNCHER_ENV = {"CANARY_SPEC", "SPEC_DIR", "KUBECONFIG_DIR", "REPORT_DIR"}
+
+
+# --- loading ------------------------------------------------------------------------------------------
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+def _by_kind(paths: list[Path], kind: str) -> list[dict[str, Any]]:
+    return [d for p in paths for d in _docs(p) if d.get("kind") == kind]
+
+
+def _one(paths: list[Path], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in _by_kind(paths, kind) if d["metadata"].get("name") == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            if isinstance(k, str):
+                yield k
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+
+
+def _refs(node: Any, pattern: str) -> set[tuple[str, ...]]:
+    rx = re.compile(pattern)
+    out: set[tuple[str, ...]] = set()
+    for s in _strings(node):
+        for m in rx.finditer(s):
+            out.add(m.groups())
+    return out
+
+
+def _task() -> dict[str, Any]:
+    return _one(TEKTON, "Task", "knative-canary")
+
+
+def _workflow_template() -> dict[str, Any]:
+    return _one(ARGO, "WorkflowTemplate", "knative-canary")
+
+
+def _argo_template(wt: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [t for t in wt["spec"]["templates"] if t["name"] == name]
+    assert len(found) == 1, f"template {name}: {len(found)} found"
+    return found[0]
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def _action() -> dict[str, Any]:
+    (doc,) = _docs(ACTION)
+    return doc
+
+
+# --- the CLI's options --------------------------------------------------------------------------------
+
+
+def _run_option_envvars() -> dict[str, str]:
+    """CANARY_STEP_* variable -> option name of `canary-step run`."""
+    try:
+        run: click.Command = importlib.import_module("step.cli.run").run
+    except ImportError:
+        return {f"CANARY_STEP_{n.upper()}": n for n in DOCUMENTED_RUN_OPTIONS}
+    out: dict[str, str] = {}
+    for param in run.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        names = param.envvar if isinstance(param.envvar, list | tuple) else [param.envvar]
+        names = [n for n in names if n] or [f"CANARY_STEP_{param.name.upper()}"]
+        for n in names:
+            out[n] = param.name
+    return out
+
+
+def test_every_canary_step_variable_is_a_run_option() -> None:
+    options = _run_option_envvars()
+    used: dict[str, str] = {}
+    for name in _env(_task()["spec"]["steps"][0]):
+        used[name] = "tekton"
+    for name in _env(_argo_template(_workflow_template(), "knative-canary")["container"]):
+        used[name] = "argo"
+    for name in _action()["runs"]["env"]:
+        used[name] = "action.yml"
+    unknown = {n: where for n, where in used.items() if n not in LAUNCHER_ENV and n not in options}
+    assert not unknown, f"not options of `canary-step run`: {unknown}"
+    assert {n for n in used if n.startswith("CANARY_STEP_")} <= set(options)
+
+
+def test_action_inputs_mirror_the_cli() -> None:
+    action = _action()
+    inputs = action["inputs"]
+    env = action["runs"]["env"]
+    options = set(_run_option_envvars().values())
+    # every option of `run` is an input, spelt as on the command line
+    assert {o.replace("_", "-") for o in options} <= set(inputs), sorted(
+        {o.replace("_", "-") for o in options} - set(inputs)
+    )
+    for name, spec in inputs.items():
+        assert spec.get("description"), f"input {name} has no description"
+        assert "default" in spec, f"input {name} has no default"
+        expected_var = "CANARY_SPEC" if name == "canary" else "CANARY_STEP_" + name.upper().replace("-", "_")
+        assert env.get(expected_var) == "${{ inputs." + name + " }}", (
+            f"input {name} is not passed as {expected_var}"
+        )
+    referenced = {m[0] for m in _refs(action, r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}")}
+    assert referenced <= set(inputs), referenced - set(inputs)
+    assert set(inputs) <= referenced, f"inputs never used: {set(inputs) - referenced}"
+
+
+def test_action_outputs_are_the_results() -> None:
+    action = _action()
+    assert list(action["outputs"]) == list(RESULT_NAMES)
+    assert all(o.get("description") for o in action["outputs"].values())
+    assert action["runs"]["using"] == "docker"
+    assert action["runs"]["image"] == "Dockerfile"
+    for key in ("name", "description"):
+        assert action.get(key)
+
+
+# --- Tekton -------------------------------------------------------------------------------------------
+
+
+def test_tekton_task_params_are_described_defaulted_and_declared() -> None:
+    spec = _task()["spec"]
+    params = {p["name"]: p for p in spec["params"]}
+    for required in ("canary", "namespace", "image", "metrics-server", "timeout", "log-format"):
+        assert required in params, f"Task has no param {required}"
+    for name, p in params.items():
+        assert p.get("description"), f"param {name} has no description"
+        assert "default" in p, f"param {name} has no default"
+    referenced = {m[0] for m in _refs(spec, r"\$\(params\.([A-Za-z0-9_-]+)\)")}
+    assert referenced <= set(params), f"undeclared params: {referenced - set(params)}"
+    assert set(params) <= referenced, f"params never used: {set(params) - referenced}"
+    workspaces = {w["name"] for w in spec["workspaces"]}
+    assert all(w.get("optional") for w in spec["workspaces"])
+    used_ws = {m[0] for m in _refs(spec, r"\$\(workspaces\.([A-Za-z0-9_-]+)\.(?:path|bound)\)")}
+    assert used_ws <= workspaces
+
+
+def test_tekton_task_results_are_the_contract() -> None:
+    spec = _task()["spec"]
+    declared = [r["name"] for r in spec["results"]]
+    assert declared == list(RESULT_NAMES)
+    assert all(r.get("description") for r in spec["results"])
+    written = {m[0] for m in _refs(spec, r"\$\(results\.([A-Za-z0-9_-]+)\.path\)")}
+    assert written <= set(RESULT_NAMES)
+    # canary-step writes one file per result into --results-dir: Tekton's results directory.
+    assert _env(spec["steps"][0])["CANARY_STEP_RESULTS_DIR"] == TEKTON_RESULTS_DIR
+
+
+def test_tekton_task_metadata_follows_the_catalog() -> None:
+    task = _task()
+    assert task["apiVersion"] == "tekton.dev/v1"
+    assert task["metadata"]["labels"]["app.kubernetes.io/version"] == step.__version__
+    annotations = task["metadata"]["annotations"]
+    for key in (
+        "tekton.dev/pipelines.minVersion",
+        "tekton.dev/categories",
+        "tekton.dev/tags",
+        "tekton.dev/displayName",
+        "tekton.dev/platforms",
+    ):
+        assert annotations.get(key), f"missing annotation {key}"
+    assert task["spec"]["description"]
+
+
+def test_tekton_step_runs_non_root_and_never_interpolates_params_into_a_script() -> None:
+    for doc in _by_kind(TEKTON, "Task") + [
+        t["taskSpec"]
+        for p in _by_kind(TEKTON, "Pipeline")
+        for t in p["spec"]["tasks"] + p["spec"].get("finally", [])
+        if "taskSpec" in t
+    ]:
+        spec = doc.get("spec", doc)
+        for s in spec["steps"]:
+            ctx = s["securityContext"]
+            assert ctx["runAsNonRoot"] is True
+            assert ctx["runAsUser"] == 65532
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"]["drop"] == ["ALL"]
+            script = s.get("script", "")
+            assert "$(params." not in script and "$(tasks." not in script, s["name"]
+            assert "$(" not in script, f"step {s['name']}: Tekton variables in a script"
+
+
+def test_tekton_pipeline_is_consistent() -> None:
+    task = _task()
+    task_params = {p["name"]: p for p in task["spec"]["params"]}
+    task_results = {r["name"] for r in task["spec"]["results"]}
+    task_workspaces = {w["name"] for w in task["spec"]["workspaces"]}
+    (pipeline,) = _by_kind(TEKTON, "Pipeline")
+    spec = pipeline["spec"]
+    pipeline_params = {p["name"] for p in spec["params"]}
+    pipeline_workspaces = {w["name"] for w in spec["workspaces"]}
+    tasks = spec["tasks"] + spec.get("finally", [])
+    by_name = {t["name"]: t for t in tasks}
+
+    def results_of(name: str) -> set[str]:
+        t = by_name[name]
+        if t.get("taskRef", {}).get("name") == "knative-canary":
+            return task_results
+        return {r["name"] for r in t.get("taskSpec", {}).get("results", [])}
+
+    for t in tasks:
+        outer = {k: v for k, v in t.items() if k != "taskSpec"}
+        used = {m[0] for m in _refs(outer, r"\$\(params\.([A-Za-z0-9_-]+)\)")}
+        assert used <= pipeline_params, f"{t['name']}: undeclared pipeline params {used - pipeline_params}"
+        for ref, result in _refs(outer, r"\$\(tasks\.([A-Za-z0-9_-]+)\.results\.([A-Za-z0-9_-]+)\)"):
+            assert ref in by_name and ref != t["name"], f"{t['name']}: unknown task {ref}"
+            assert result in results_of(ref), f"{t['name']}: {ref} has no result {result}"
+        passed = {p["name"] for p in t.get("params", [])}
+        if t.get("taskRef", {}).get("name") == "knative-canary":
+            assert passed <= set(task_params)
+            assert {w["name"] for w in t.get("workspaces", [])} <= task_workspaces
+            assert {w["workspace"] for w in t.get("workspaces", [])} <= pipeline_workspaces
+        else:
+            inner = t["taskSpec"]
+            declared = {p["name"]: p for p in inner.get("params", [])}
+            assert passed == set(declared), f"{t['name']}: passes {passed}, declares {set(declared)}"
+            used_inner = {m[0] for m in _refs(inner, r"\$\(params\.([A-Za-z0-9_-]+)\)")}
+            assert used_inner <= set(declared), f"{t['name']}: undeclared {used_inner - set(declared)}"
+
+    analysis = [t for t in spec["tasks"] if t.get("taskRef", {}).get("name") == "knative-canary"]
+    assert len(analysis) == 1
+    assert analysis[0]["onError"] == "continue"
+    branches = {}
+    for t in spec["tasks"]:
+        for w in t.get("when", []):
+            if w["input"] == f"$(tasks.{analysis[0]['name']}.results.decision)":
+                assert w["operator"] == "in"
+                branches[t["name"]] = tuple(w["values"])
+    assert sorted(branches.values()) == [("promoted",), ("rolled-back",)], branches
+    assert spec.get("finally"), "no finally task"
+
+
+def test_tekton_pipelinerun_matches_the_pipeline() -> None:
+    (pipeline,) = _by_kind(TEKTON, "Pipeline")
+    (run,) = _by_kind(TEKTON, "PipelineRun")
+    assert run["spec"]["pipelineRef"]["name"] == pipeline["metadata"]["name"]
+    declared = {p["name"]: p for p in pipeline["spec"]["params"]}
+    passed = {p["name"] for p in run["spec"]["params"]}
+    assert passed <= set(declared)
+    assert {n for n, p in declared.items() if "default" not in p} <= passed
+    assert {w["name"] for w in run["spec"]["workspaces"]} == {
+        w["name"] for w in pipeline["spec"]["workspaces"]
+    }
+    sa = run["spec"]["taskRunTemplate"]["serviceAccountName"]
+    assert sa in {d["metadata"]["name"] for d in _by_kind(TEKTON, "ServiceAccount")}
+
+
+# --- Argo ---------------------------------------------------------------------------------------------
+
+
+def _check_argo_templates(doc: dict[str, Any], library: dict[str, dict[str, Any]]) -> None:
+    spec = doc["spec"]
+    wf_params = {p["name"] for p in spec.get("arguments", {}).get("parameters", [])}
+    used_wf = {m[0] for m in _refs(spec, r"\{\{\s*workflow\.parameters\.([A-Za-z0-9_-]+)\s*\}\}")}
+    assert used_wf <= wf_params, f"{doc['metadata']}: undeclared workflow parameters {used_wf - wf_params}"
+    local = {t["name"]: t for t in spec["templates"]}
+
+    def target(s: dict[str, Any]) -> dict[str, Any]:
+        if "templateRef" in s:
+            ref = s["templateRef"]
+            return _argo_template(library[ref["name"]], ref["template"])
+        return local[s["template"]]
+
+    for t in spec["templates"]:
+        declared = {p["name"] for p in t.get("inputs", {}).get("parameters", [])}
+        used = {m[0] for m in _refs(t, r"\{\{\s*inputs\.parameters\.([A-Za-z0-9_-]+)\s*\}\}")}
+        assert used <= declared, f"template {t['name']}: undeclared inputs {used - declared}"
+        assert declared <= used, f"template {t['name']}: inputs never used {declared - used}"
+        steps = [s for group in t.get("steps", []) for s in group]
+        names = {s["name"]: s for s in steps}
+        for s in steps:
+            callee = target(s)
+            inputs = {p["name"]: p for p in callee.get("inputs", {}).get("parameters", [])}
+            passed = {p["name"] for p in s.get("arguments", {}).get("parameters", [])}
+            assert passed <= set(inputs), f"step {s['name']} passes undeclared {passed - set(inputs)}"
+            missing = {n for n, p in inputs.items() if "value" not in p and "default" not in p} - passed
+            assert not missing, f"step {s['name']} misses required inputs {missing}"
+        for ref, out in _refs(
+            t, r"\{\{\s*steps\.([A-Za-z0-9_-]+)\.outputs\.parameters\.([A-Za-z0-9_-]+)\s*\}\}"
+        ):
+            assert ref in names, f"template {t['name']}: unknown step {ref}"
+            outputs = {p["name"] for p in target(names[ref]).get("outputs", {}).get("parameters", [])}
+            assert out in outputs, f"step {ref} has no output {out}"
+        for (ref,) in _refs(t, r"\{\{\s*steps\.([A-Za-z0-9_-]+)\.exitCode\s*\}\}"):
+            assert ref in names
+
+
+def test_argo_templates_declare_what_they_reference() -> None:
+    library = {d["metadata"]["name"]: d for d in _by_kind(ARGO, "WorkflowTemplate")}
+    docs = _by_kind(ARGO, "WorkflowTemplate") + _by_kind(ARGO, "Workflow")
+    assert len(docs) >= 2
+    for doc in docs:
+        _check_argo_templates(doc, library)
+
+
+def test_argo_template_inputs_match_the_tekton_params() -> None:
+    t = _argo_template(_workflow_template(), "knative-canary")
+    argo = {p["name"] for p in t["inputs"]["parameters"]}
+    tekton = {p["name"] for p in _task()["spec"]["params"]} - {"step-image"}
+    assert argo == tekton
+    assert all(p.get("description") and "value" in p for p in t["inputs"]["parameters"])
+
+
+def test_argo_outputs_are_read_from_the_result_files() -> None:
+    t = _argo_template(_workflow_template(), "knative-canary")
+    results_dir = _env(t["container"])["CANARY_STEP_RESULTS_DIR"]
+    outputs = t["outputs"]["parameters"]
+    assert [p["name"] for p in outputs] == list(RESULT_NAMES)
+    for p in outputs:
+        assert p["valueFrom"]["path"] == f"{results_dir}/{p['name']}"
+        assert "default" in p["valueFrom"], f"output {p['name']} has no default"
+        assert isinstance(p["valueFrom"]["default"], str)
+    # The results directory must be on the writable emptyDir, not the read-only root filesystem.
+    mounts = [m["mountPath"] for m in t["container"]["volumeMounts"]]
+    assert any(results_dir.startswith(m + "/") for m in mounts)
+    assert t["container"]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert t["container"]["securityContext"]["runAsNonRoot"] is True
+
+
+def _argo_retry(expression: str, exit_code: int) -> bool:
+    """Evaluate an Argo retry expression (the subset of expr-lang it uses) for one exit code."""
+    code = expression.replace("asInt(lastRetry.exitCode)", "exit_code")
+    code = code.replace("&&", " and ").replace("||", " or ")
+    code = re.sub(r"!(?!=)", " not ", code)
+    tree = ast.parse(code, mode="eval")
+    allowed = (
+        ast.Expression,
+        ast.Compare,
+        ast.BoolOp,
+        ast.UnaryOp,
+        ast.Name,
+        ast.Constant,
+        ast.Load,
+        ast.Eq,
+        ast.NotEq,
+        ast.Lt,
+        ast.LtE,
+        ast.Gt,
+        ast.GtE,
+        ast.In,
+        ast.NotIn,
+        ast.And,
+        ast.Or,
+        ast.Not,
+        ast.List,
+        ast.Tuple,
+    )
+    for node in ast.walk(tree):
+        assert isinstance(node, allowed), f"unsupported in retry expression: {ast.dump(node)}"
+        if isinstance(node, ast.Name):
+            assert node.id == "exit_code", f"the retry expression may look only at the exit code: {node.id}"
+    return bool(eval(compile(tree, "<retry>", "eval"), {"__builtins__": {}}, {"exit_code": exit_code}))
+
+
+def test_argo_retries_only_infrastructure_errors() -> None:
+    t = _argo_template(_workflow_template(), "knative-canary")
+    retry = t["retryStrategy"]
+    assert retry.get("retryPolicy", "OnFailure") in {"OnFailure", "Always"}
+    retried = [c for c in range(-1, 256) if _argo_retry(retry["expression"], c)]
+    assert retried == [4]
+    assert int(retry["limit"]) >= 1
+
+
+def test_argo_retry_evaluator_is_not_vacuous() -> None:
+    assert _argo_retry("asInt(lastRetry.exitCode) > 1", 3)
+    assert not _argo_retry("asInt(lastRetry.exitCode) == 4 && asInt(lastRetry.exitCode) != 4", 4)
+    with pytest.raises(AssertionError):
+        _argo_retry('lastRetry.status != "Error"', 4)
+
+
+def test_argo_example_branches_on_exit_code_or_decision() -> None:
+    (wf,) = _by_kind(ARGO, "Workflow")
+    main = _argo_template(wf, wf["spec"]["entrypoint"])
+    steps = [s for group in main["steps"] for s in group]
+    analysis = [s for s in steps if s.get("templateRef", {}).get("name") == "knative-canary"]
+    assert len(analysis) == 1
+    assert analysis[0]["continueOn"] == {"failed": True}
+    whens = [s.get("when", "") for s in steps]
+    name = analysis[0]["name"]
+    assert f"{{{{steps.{name}.outputs.parameters.decision}}}} == promoted" in whens
+    assert f"{{{{steps.{name}.exitCode}}}} == 3" in whens
+    assert wf["spec"]["serviceAccountName"] in {
+        d["metadata"]["name"] for d in _by_kind(ARGO, "ServiceAccount")
+    }
+
+
+# --- RBAC ---------------------------------------------------------------------------------------------
+
+
+def _rules(paths: list[Path], name: str) -> list[dict[str, Any]]:
+    return _one(paths, "Role", name)["rules"]
+
+
+def test_rbac_is_the_same_for_tekton_and_argo_and_bound() -> None:
+    assert _rules(TEKTON, "knative-canary") == _rules(ARGO, "knative-canary")
+    executor = _rules(ARGO, "knative-canary-executor")
+    assert executor == [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
+    ]
+    for paths in (TEKTON, ARGO):
+        roles = {d["metadata"]["name"] for d in _by_kind(paths, "Role")}
+        sas = {d["metadata"]["name"] for d in _by_kind(paths, "ServiceAccount")}
+        bound = set()
+        for b in _by_kind(paths, "RoleBinding"):
+            assert b["roleRef"]["kind"] == "Role" and b["roleRef"]["name"] in roles
+            assert all(s["kind"] == "ServiceAccount" and s["name"] in sas for s in b["subjects"])
+            bound.add(b["roleRef"]["name"])
+        assert bound == roles
+        assert not _by_kind(paths, "ClusterRole"), "the step needs no cluster-wide permission"
+    for rule in _rules(TEKTON, "knative-canary"):
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        assert not {"delete", "deletecollection", "update", "create"} & set(rule["verbs"]) or rule[
+            "resources"
+        ] == ["events"]
+
+
+def test_pipelines_use_the_shipped_service_account() -> None:
+    wt = _workflow_template()
+    assert wt["spec"]["serviceAccountName"] == "knative-canary"
+    assert "knative-canary" in {d["metadata"]["name"] for d in _by_kind(TEKTON, "ServiceAccount")}
+
+
+# --- images -------------------------------------------------------------------------------------------
+
+_IMAGE_IN_TEXT = re.compile(
+    r"\b((?:[a-z0-9.-]+\.[a-z]{2,}|docker\.io)/[\w./-]+(?::[\w.-]+)?(?:@sha256:[0-9a-f]{64})?)"
+)
+
+
+def _images() -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "image" and isinstance(v, str) and v != "Dockerfile" and not v.startswith("$("):
+                    found.append((where, v))
+                walk(v, where)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, where)
+
+    for path in ALL_FILES:
+        for doc in _docs(path):
+            walk(doc, path.name)
+            for s in _strings(doc):
+                for m in _IMAGE_IN_TEXT.finditer(s):
+                    ref = m.group(1)
+                    if "podinfo:" in ref or "canary-step:" in ref:
+                        found.append((path.name, ref))
+    for p in _by_kind(TEKTON, "Task"):
+        for param in p["spec"]["params"]:
+            if param["name"] == "step-image":
+                found.append(("tekton Task step-image", param["default"]))
+    return found
+
+
+def test_no_image_is_latest_and_every_image_is_pinned() -> None:
+    images = _images()
+    assert len(images) >= 10
+    for where, ref in images:
+        name = ref.split("@")[0]
+        last = name.rsplit("/", 1)[-1]
+        assert ":" in last or "@sha256:" in ref, f"{where}: {ref} has no tag or digest"
+        tag = last.split(":", 1)[1] if ":" in last else ""
+        assert tag != "latest" and not tag.endswith("-latest"), f"{where}: {ref}"
+        assert re.fullmatch(r"v?\d+(\.\d+)+([.-][\w.]+)?", tag) or "@sha256:" in ref, (
+            f"{where}: {ref} not pinned"
+        )
+
+
+def test_the_step_image_is_this_version() -> None:
+    step_images = [ref for _, ref in _images() if "/canary-step:" in ref]
+    assert step_images
+    assert set(step_images) == {STEP_IMAGE}
+
+
+# --- the launcher (one script, three copies) ----------------------------------------------------------
+
+
+def _launchers() -> dict[str, str]:
+    action = _action()
+    assert action["runs"]["entrypoint"] == "/bin/sh" and action["runs"]["args"][0] == "-c"
+    argo = _argo_template(_workflow_template(), "knative-canary")["container"]
+    assert argo["command"] == ["/bin/sh", "-c"]
+    return {
+        "tekton": _task()["spec"]["steps"][0]["script"],
+        "argo": argo["args"][0],
+        "action": action["runs"]["args"][1],
+    }
+
+
+def test_the_launcher_is_the_same_everywhere() -> None:
+    scripts = _launchers()
+    assert scripts["tekton"] == scripts["argo"] == scripts["action"]
+    assert "$(" not in scripts["tekton"] and "{{" not in scripts["tekton"] and "${{" not in scripts["tekton"]
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> tuple[Path, Path]:
+    """A `canary-step` that records its arguments and environment, then exits with $STAND_IN_EXIT."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "record.json"
+    exe = bindir / "canary-step"
+    exe.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, os, sys\n"
+        "env = {k: v for k, v in os.environ.items() if k.startswith('CANARY_STEP_')}\n"
+        "rec = {'argv': sys.argv[1:], 'env': env}\n"
+        "if len(sys.argv) > 2 and os.path.isfile(sys.argv[2]):\n"
+        "    rec['file'] = open(sys.argv[2]).read()\n"
+        f"open({str(record)!r}, 'w').write(json.dumps(rec))\n"
+        "sys.exit(int(os.environ.get('STAND_IN_EXIT', '0')))\n"
+    )
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return bindir, record
+
+
+def _launch(
+    script: str, stand_in: tuple[Path, Path], tmp_path: Path, **env: str
+) -> tuple[int, dict[str, Any]]:
+    bindir, record = stand_in
+    full_env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path / "tmp"), **env}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    proc = subprocess.run(
+        ["/bin/sh", "-c", script], env=full_env, cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    data = json.loads(record.read_text()) if record.exists() else {}
+    if record.exists():
+        record.unlink()
+    return proc.returncode, data
+
+
+@pytest.mark.parametrize("platform", ["tekton", "argo", "action"])
+def test_launcher_resolves_the_spec_and_keeps_the_exit_code(
+    platform: str, stand_in: tuple[Path, Path], tmp_path: Path
+) -> None:
+    script = _launchers()[platform]
+
+    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="canary.yaml", SPEC_DIR="/workspace/source")
+    assert (code, rec["argv"]) == (0, ["run", "/workspace/source/canary.yaml"])
+
+    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="specs/canary.yaml", SPEC_DIR="")
+    assert rec["argv"] == ["run", "./specs/canary.yaml"]
+
+    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="/etc/canary.yaml", SPEC_DIR="/ws")
+    assert rec["argv"] == ["run", "/etc/canary.yaml"]
+
+    inline = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n"
+    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC=inline, SPEC_DIR="/ws")
+    assert rec["argv"] == ["run", str(tmp_path / "tmp" / "canary-step" / "canary.yaml")]
+    assert rec["file"] == inline + "\n"
+
+    code, rec = _launch(
+        script, stand_in, tmp_path, CANARY_SPEC="canary.yaml", CANARY_STEP_CANARY_REF="test/podinfo"
+    )
+    assert rec["argv"] == ["run"]
+    assert rec["env"]["CANARY_STEP_CANARY_REF"] == "test/podinfo"
+
+    for exit_code in (2, 3, 4, 5, 143):
+        code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="c.yaml", STAND_IN_EXIT=str(exit_code))
+        assert code == exit_code
+        assert rec["argv"] == ["run", "./c.yaml"]
+
+    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="$(touch pwned) `touch pwned`; rm -rf x")
+    assert rec["argv"] == ["run", "./$(touch pwned) `touch pwned`; rm -rf x"]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_launcher_uses_the_optional_kubeconfig_and_report_dirs(
+    stand_in: tuple[Path, Path], tmp_path: Path
+) -> None:
+    script = _launchers()["tekton"]
+    kube = tmp_path / "kube"
+    kube.mkdir()
+    _, rec = _launch(
+        script, stand_in, tmp_path, CANARY_SPEC="c.yaml", KUBECONFIG_DIR=str(kube), REPORT_DIR=""
+    )
+    assert "CANARY_STEP_KUBECONFIG" not in rec["env"] and "CANARY_STEP_REPORT" not in rec["env"]
+    (kube / "kubeconfig").write_text("apiVersion: v1\n")
+    _, rec = _launch(
+        script, stand_in, tmp_path, CANARY_SPEC="c.yaml", KUBECONFIG_DIR=str(kube), REPORT_DIR="/out"
+    )
+    assert rec["env"]["CANARY_STEP_KUBECONFIG"] == str(kube / "kubeconfig")
+    assert rec["env"]["CANARY_STEP_REPORT"] == "/out/canary-step-report.json"
+
+
+# --- the e2e workflow ---------------------------------------------------------------------------------
+
+
+def test_e2e_workflow_runs_the_action_for_a_promotion_and_a_rollback() -> None:
+    (wf,) = _docs(E2E)
+    steps = wf["jobs"]["knative"]["steps"]
+    uses = [s.get("uses", "") for s in steps]
+    assert any(u.startswith("helm/kind-action@v") for u in uses)
+    action_steps = [s for s in steps if s.get("uses") == "./"]
+    assert [s["id"] for s in action_steps] == ["promote", "rollback"]
+    inputs = set(_action()["inputs"])
+    for s in action_steps:
+        assert set(s["with"]) <= inputs
+    assert action_steps[1].get("continue-on-error") is True
+    text = E2E.read_text()
+    assert 'KNATIVE_VERSION: "1.17.0"' in text and "kourier" in text
+    for output in ("decision", "primary-revision", "canary-revision"):
+        assert f"steps.promote.outputs.{output}" in text and f"steps.rollback.outputs.{output}" in text
+    referenced = {m[1] for m in _refs(wf, r"steps\.(promote|rollback)\.outputs\.([A-Za-z0-9_-]+)")}
+    assert referenced <= set(RESULT_NAMES)
+
+
+def _inline_specs() -> list[tuple[str, str]]:
+    specs: list[tuple[str, str]] = []
+    (wf,) = _by_kind(ARGO, "Workflow")
+    for p in wf["spec"]["arguments"]["parameters"]:
+        if p["name"] == "canary":
+            specs.append(("argo example", p["value"]))
+    (e2e,) = _docs(E2E)
+    for s in e2e["jobs"]["knative"]["steps"]:
+        if s.get("uses") == "./":
+            text = re.sub(r"\$\{\{\s*steps\.net\.outputs\.gateway\s*\}\}", "172.17.0.1", s["with"]["canary"])
+            specs.append((f"e2e {s['id']}", text))
+    return specs
+
+
+@pytest.mark.parametrize(("where", "text"), _inline_specs(), ids=[w for w, _ in _inline_specs()])
+def test_inline_canary_specs_validate(where: str, text: str, tmp_path: Path) -> None:
+    if "validate" not in cli.list_commands(None):  # type: ignore[arg-type]
+        pytest.fail("canary-step has no validate command")
+    spec = tmp_path / "canary.yaml"
+    spec.write_text(text)
+    result = CliRunner().invoke(cli, ["validate", str(spec)])
+    assert result.exit_code == 0, f"{where}: {result.output}"
