@@ -17,8 +17,10 @@ into SystemExit, so that ``finally`` blocks and fixtures run). The children also
 that they die with the Python process even if it is SIGKILLed. Call :func:`start_apiserver` from a thread
 that lives as long as the server (the main thread): the kernel sends the death signal when that thread exits.
 
-Must not: know about Knative or Flagger (CRDs live in ``tests.cluster.crds``), mock anything, or leave a
-process behind.
+``python -m tests.cluster.apiserver [--runs N]`` times start-up, the CRD install and teardown.
+
+Must not: know about Knative or Flagger (CRDs live in ``tests.cluster.crds``; only the timing CLI installs
+them), mock anything, or leave a process behind.
 """
 
 from __future__ import annotations
@@ -496,3 +498,40 @@ def start_apiserver(workdir: Path, *, binaries: Binaries | None = None) -> ApiSe
     with _live_lock:
         _live.add(server)
     return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.cluster.apiserver [--runs N]``: time start-up, the CRD install and teardown."""
+    import argparse  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from tests.cluster.binaries import BinaryError  # noqa: PLC0415
+    from tests.cluster.crds import install_crds  # noqa: PLC0415 - only the timing CLI installs CRDs
+
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.apiserver", description=main.__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="how many start/stop cycles to time (default 3)")
+    args = parser.parse_args(argv)
+    try:
+        found = ensure()
+        for run in range(1, args.runs + 1):
+            with tempfile.TemporaryDirectory(prefix="canary-step-apiserver-") as workdir:
+                started = time.monotonic()
+                server = start_apiserver(Path(workdir), binaries=found)
+                ready = time.monotonic()
+                install_crds(server, log=lambda _message: None)
+                installed = time.monotonic()
+                server.stop()
+                stopped = time.monotonic()
+            print(
+                f"run {run}: ready {ready - started:.2f} s, CRDs established {installed - ready:.2f} s, "
+                f"stopped {stopped - installed:.2f} s"
+            )
+    except (BinaryError, ApiServerError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
