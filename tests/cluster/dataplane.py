@@ -647,3 +647,56 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+# --------------------------------------------------------------------------------------------- cluster
+
+
+def revision_lookup_from_cluster(api_client: Any) -> RevisionLookup:
+    """Read a Revision once (its spec is immutable) and remember it."""
+    from tests.cluster.knative_sim import L_CONFIGURATION, L_SERVICE, Kube  # noqa: PLC0415 - kubernetes import
+
+    kube = Kube(api_client, field_manager="dataplane")
+    cache: dict[tuple[str, str], RevisionInfo] = {}
+    lock = threading.Lock()
+
+    def lookup(namespace: str, name: str) -> RevisionInfo | None:
+        with lock:
+            if (namespace, name) in cache:
+                return cache[(namespace, name)]
+        revision = kube.get("revisions", namespace, name)
+        if revision is None:
+            return None
+        labels = revision["metadata"].get("labels") or {}
+        containers = (revision.get("spec") or {}).get("containers") or [{}]
+        info = RevisionInfo(
+            namespace=namespace,
+            name=name,
+            configuration=str(labels.get(L_CONFIGURATION, "")),
+            service=str(labels.get(L_SERVICE, "")),
+            image=str(containers[0].get("image", "")),
+        )
+        with lock:
+            cache[(namespace, name)] = info
+        return info
+
+    return lookup
+
+
+def watch_services(dataplane: DataPlane, api_client: Any) -> None:
+    """Keep the routing table equal to every Knative Service's status.traffic (a watch, as Kourier's)."""
+    from tests.cluster.knative_sim import Informer  # noqa: PLC0415 - kubernetes import
+
+    def on_event(kind: str, service: dict[str, Any]) -> None:
+        meta = service["metadata"]
+        if kind == "DELETED":
+            dataplane.routing.remove(meta["namespace"], meta["name"])
+            return
+        traffic = (service.get("status") or {}).get("traffic") or []
+        dataplane.routing.set_traffic(meta["namespace"], meta["name"], targets_from_status(traffic))
+
+    informer = Informer(api_client, "services", on_event)
+    informer.start()
+    dataplane.on_stop(informer.stop)
+    if not informer.synced.wait(10):
+        raise RuntimeError("data plane: Knative Services not listed within 10 s")
