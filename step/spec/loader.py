@@ -1,7 +1,7 @@
 """Loading spec files into a `SpecBundle`: read, check kind, schema, rules, references, build models.
 
 Owns: `load_files` (every problem of every file, never raises on bad input), `load_bundle` (exactly
-one Canary, or `SpecInvalid`), and `bundle_from_objects` (objects read from the API server).
+one Canary, or `InvalidSpecError`), and `bundle_from_objects` (objects read from the API server).
 Must not: print, exit, or import kube, click, tenacity, requests.
 """
 
@@ -21,7 +21,7 @@ from step.spec.build import (
     namespace_of,
 )
 from step.spec.model import AlertProvider, Canary, MetricTemplate, SpecBundle
-from step.spec.problems import JsonPath, Problem, SpecInvalid, sort_key
+from step.spec.problems import InvalidSpecError, JsonPath, Problem, sort_key
 from step.spec.schema import API_VERSION, KINDS, describe_value, suggest, validate_document
 from step.spec.source import Document, read_documents
 
@@ -90,7 +90,7 @@ def load_bundle(
     templates_from_cluster: bool = False,
     default_namespace: str = DEFAULT_NAMESPACE,
 ) -> SpecBundle:
-    """The one Canary the files hold, with its templates and alert providers. `SpecInvalid` otherwise."""
+    """The one Canary the files hold, with its templates and alert providers. `InvalidSpecError` otherwise."""
     loaded = load_files(
         paths, templates_from_cluster=templates_from_cluster, default_namespace=default_namespace
     )
@@ -108,9 +108,7 @@ def bundle_from_objects(
 
     Problems name `source` with line 0. `status` and server-set metadata are accepted.
     """
-    documents = [
-        Document(file=source, index=i, line=0, data=_plain(obj)) for i, obj in enumerate(objects)
-    ]
+    documents = [Document(file=source, index=i, line=0, data=_plain(obj)) for i, obj in enumerate(objects)]
     loaded = _check(
         documents,
         [],
@@ -123,13 +121,13 @@ def bundle_from_objects(
 
 def _single(loaded: LoadedSpec, *, where: str) -> SpecBundle:
     if loaded.problems:
-        raise SpecInvalid(loaded.problems)
+        raise InvalidSpecError(loaded.problems)
     if len(loaded.canaries) != 1:
         found = ", ".join(
             f"{c.canary.namespace}/{c.canary.name} ({c.document.file}:{c.document.line})"
             for c in loaded.canaries
         )
-        raise SpecInvalid(
+        raise InvalidSpecError(
             [
                 Problem(
                     file=where,
@@ -206,7 +204,9 @@ def _check(
         unresolved = _unresolved_templates(canary, templates)
         for path, ref in unresolved:
             if templates_from_cluster:
-                notes.append(_at(doc, path, f"MetricTemplate {ref} is left to the cluster (--templates-from-cluster)"))
+                notes.append(
+                    _at(doc, path, f"MetricTemplate {ref} is left to the cluster (--templates-from-cluster)")
+                )
             else:
                 problems.append(
                     _at(
@@ -267,14 +267,10 @@ def _classify(doc: Document, problems: list[Problem], notes: list[Problem]) -> s
     if not flagger_like:
         name = data.get("metadata", {}).get("name") if isinstance(data.get("metadata"), dict) else None
         shown = f" {name!r}" if isinstance(name, str) else ""
-        notes.append(
-            _at(doc, (), f"skipped {api_version} {kind}{shown}: not a flagger.app resource")
-        )
+        notes.append(_at(doc, (), f"skipped {api_version} {kind}{shown}: not a flagger.app resource"))
         return None
     if api_version != API_VERSION:
-        problems.append(
-            _at(doc, ("apiVersion",), f"{api_version!r} is not supported: use {API_VERSION}")
-        )
+        problems.append(_at(doc, ("apiVersion",), f"{api_version!r} is not supported: use {API_VERSION}"))
         return None
     if kind not in KINDS:
         problems.append(

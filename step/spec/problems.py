@@ -1,6 +1,6 @@
 """Problems found in a spec: where (file, line, JSON path) and what is wrong, in words a person acts on.
 
-Owns: `Problem`, its one-line rendering `FILE:LINE: <path>: <message>`, and `SpecInvalid`, the
+Owns: `Problem`, its one-line rendering `FILE:LINE: <path>: <message>`, and `InvalidSpecError`, the
 `SpecError` that carries every problem found.
 Must not: import anything but `step.errors`.
 """
@@ -46,7 +46,7 @@ def sort_key(problem: Problem) -> tuple[str, int, str]:
     return (problem.file, problem.line, format_path(problem.path))
 
 
-class SpecInvalid(SpecError):
+class InvalidSpecError(SpecError):
     """The spec has problems; `problems` holds every one, in file and line order."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:

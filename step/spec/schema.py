@@ -107,7 +107,8 @@ def _explain(error: ValidationError) -> tuple[JsonPath, str]:
     value = error.validator_value
     instance = error.instance
     if keyword == "additionalProperties" and isinstance(instance, dict):
-        known = list(error.schema.get("properties", {}))
+        properties = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
+        known = [str(k) for k in properties]
         extra = [k for k in instance if k not in known]
         key = str(extra[0]) if extra else "?"
         hint = suggest(key, known)

@@ -44,7 +44,6 @@ class Document:
 def read_documents(path: str | Path, *, display: str | None = None) -> tuple[list[Document], list[Problem]]:
     """The non-empty YAML documents of one file, or the problems that stop it from being read."""
     name = display if display is not None else str(path)
-    problems: list[Problem] = []
     p = Path(path)
     try:
         if p.is_dir():
@@ -73,9 +72,7 @@ def read_documents(path: str | Path, *, display: str | None = None) -> tuple[lis
 def parse_documents(raw: bytes, *, file: str) -> tuple[list[Document], list[Problem]]:
     """Parse bytes already read (see `read_documents`) into documents with line maps."""
     if len(raw) > MAX_FILE_BYTES:
-        return [], [
-            Problem(file=file, line=0, path=(), message=f"larger than {MAX_FILE_BYTES // 1024} KiB")
-        ]
+        return [], [Problem(file=file, line=0, path=(), message=f"larger than {MAX_FILE_BYTES // 1024} KiB")]
     if b"\x00" in raw:
         return [], [Problem(file=file, line=0, path=(), message="is a binary file, not YAML")]
     try:

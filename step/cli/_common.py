@@ -1,0 +1,154 @@
+"""What `validate` and `plan` share: their options, loading the files, and query checks.
+
+Owns: the `FILE...` argument and the options both commands take (each with its CANARY_STEP_* variable),
+turning `Problem`s into output, and rendering every metric's query once so a template error is a
+spec problem with its line.
+Must not: decide anything about a canary run, or import `kubernetes` (validate must start fast).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from step.metrics.queries import BUILTIN_QUERIES, TemplateError, render
+from step.spec.loader import DEFAULT_NAMESPACE, LoadedCanary, LoadedSpec
+from step.spec.model import KNATIVE_API_VERSION, Canary, Metric
+from step.spec.problems import Problem, format_path
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CANARY_REVISION_PLACEHOLDER = "<canary-revision>"
+
+
+def files_argument(func: F) -> F:
+    return click.argument("files", nargs=-1, required=True, metavar="FILE...")(func)
+
+
+def templates_from_cluster_option(func: F) -> F:
+    return click.option(
+        "--templates-from-cluster",
+        is_flag=True,
+        default=False,
+        envvar="CANARY_STEP_TEMPLATES_FROM_CLUSTER",
+        show_envvar=True,
+        help="Accept metric templateRefs to MetricTemplates that are not in the given files: `run` "
+        "reads them from the cluster. Without it, every templateRef must resolve within the files.",
+    )(func)
+
+
+def namespace_option(func: F) -> F:
+    return click.option(
+        "--namespace",
+        "-n",
+        default=DEFAULT_NAMESPACE,
+        metavar="NAMESPACE",
+        envvar="CANARY_STEP_NAMESPACE",
+        show_envvar=True,
+        help="Namespace of objects whose metadata has none (as kubectl's current namespace would be).",
+    )(func)
+
+
+def output_option(func: F) -> F:
+    return click.option(
+        "--output",
+        "-o",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        envvar="CANARY_STEP_OUTPUT",
+        show_envvar=True,
+        help="Format of stdout: `text` for people, `json` for machines. Messages for people "
+        "always go to stderr.",
+    )(func)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderedQuery:
+    """One metric's query as it would be sent, or why there is none."""
+
+    source: str  # "builtin", "inline", "template <ns>/<name>", "cluster <ns>/<name>"
+    query: str | None
+
+
+def template_values(canary: Canary, *, canary_revision: str, interval: str) -> dict[str, str]:
+    """The values of Flagger's template functions for one canary (and metric interval)."""
+    knative = canary.target_kind == "Service" and canary.target_api_version == KNATIVE_API_VERSION
+    route = (
+        canary_revision
+        if knative or canary.provider == "knative"
+        else (canary.route_name or canary.target_name)
+    )
+    return {
+        "name": canary.name,
+        "namespace": canary.namespace,
+        "target": canary.target_name,
+        "service": canary.service_name or canary.target_name,
+        "ingress": canary.ingress_name or canary.target_name,
+        "route": route,
+        "interval": interval,
+    }
+
+
+def render_metric(
+    loaded: LoadedSpec, canary: Canary, metric: Metric, *, canary_revision: str
+) -> RenderedQuery:
+    """The metric's query rendered as Flagger renders it. Raises TemplateError."""
+    values = template_values(canary, canary_revision=canary_revision, interval=metric.interval)
+    variables = dict(metric.template_variables)
+    if metric.template_ref is not None:
+        namespace = metric.template_ref.namespace or canary.namespace
+        key = f"{namespace}/{metric.template_ref.name}"
+        template = loaded.metric_templates.get((namespace, metric.template_ref.name))
+        if template is None:
+            return RenderedQuery(source=f"cluster {key}", query=None)
+        return RenderedQuery(
+            source=f"template {key}", query=render(template.query, **values, variables=variables)
+        )
+    if metric.query is not None:
+        return RenderedQuery(source="inline", query=render(metric.query, **values, variables=variables))
+    return RenderedQuery(
+        source="builtin", query=render(BUILTIN_QUERIES[metric.name], **values, variables=variables)
+    )
+
+
+def query_problems(loaded: LoadedSpec) -> list[Problem]:
+    """A problem for each metric whose query Flagger could not render (unknown function, missing key)."""
+    problems = []
+    for item in loaded.canaries:
+        problems.extend(_canary_query_problems(loaded, item))
+    return problems
+
+
+def _canary_query_problems(loaded: LoadedSpec, item: LoadedCanary) -> list[Problem]:
+    out = []
+    for i, metric in enumerate(item.canary.analysis.metrics):
+        try:
+            render_metric(loaded, item.canary, metric, canary_revision=CANARY_REVISION_PLACEHOLDER)
+        except TemplateError as exc:
+            if metric.template_ref is not None:
+                path: tuple[str | int, ...] = ("spec", "analysis", "metrics", i, "templateRef")
+                ns = metric.template_ref.namespace or item.canary.namespace
+                message = f"MetricTemplate {ns}/{metric.template_ref.name} query: {exc}"
+            else:
+                path = ("spec", "analysis", "metrics", i, "query")
+                message = f"query: {exc}"
+            doc = item.document
+            out.append(Problem(file=doc.file, line=doc.line_of(path), path=path, message=message))
+    return out
+
+
+def problem_json(problem: Problem) -> dict[str, Any]:
+    return {
+        "file": problem.file,
+        "line": problem.line,
+        "path": format_path(problem.path),
+        "message": problem.message,
+        "text": str(problem),
+    }
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)

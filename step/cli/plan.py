@@ -1,0 +1,315 @@
+"""`canary-step plan FILE...`: what a run of this spec would do, computed without a cluster.
+
+Owns: the plan command and `build_plan`, a pure prediction from a `SpecBundle`: the weight schedule
+(from `step.analysis.schedule`), the tick count, the earliest promotion and the earliest and latest
+rollback, the webhooks in firing order, and each metric's rendered query.
+Must not: import `kubernetes`, talk to a cluster, or make decisions for a run (the state machine in
+`step.analysis` does; this only restates Flagger's timing rules, see docs/spec.md).
+
+Timing, with I the analysis interval, N the threshold (<= 0 means 1) and k the advancing ticks (the
+weight steps to max weight, or `iterations`); t = 0 is the first analysis tick, once the canary revision
+is Ready (we wait up to progressDeadlineSeconds for that, and roll back if it is not):
+  - tick 0 runs the pre-rollout hooks and the first weight step, no metrics;
+  - promotion comes on the tick after max weight: earliest promotion at k*I, after k+1 ticks, k of
+    which evaluate metrics;
+  - the threshold is checked at the start of a tick, so rollback comes on the tick after the N-th
+    failed check, and a failed tick does not advance: earliest rollback N*I if pre-rollout hooks can
+    fail on tick 0, else (N+1)*I; latest (k+N)*I (all k steps pass, then N failures at max weight).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+
+from step.analysis.schedule import weight_schedule
+from step.cli._common import (
+    CANARY_REVISION_PLACEHOLDER,
+    echo_err,
+    files_argument,
+    namespace_option,
+    output_option,
+    problem_json,
+    query_problems,
+    render_metric,
+    templates_from_cluster_option,
+)
+from step.errors import ExitCode
+from step.spec.durations import format_duration
+from step.spec.loader import LoadedSpec, load_files
+from step.spec.model import Canary, Metric, WebhookType
+from step.spec.problems import Problem, sort_key
+
+# When each webhook type fires, in the order a run reaches them (flagger-semantics.md 1.3, 1.6, 4.1).
+WEBHOOK_STAGES: tuple[tuple[WebhookType, str], ...] = (
+    (WebhookType.CONFIRM_ROLLOUT, "before anything moves; a failure holds the rollout (gate)"),
+    (WebhookType.PRE_ROLLOUT, "on the first tick, before the first weight step; a failure is a failed check"),
+    (WebhookType.ROLLBACK, "at the start of every tick; a success rolls back (manual rollback)"),
+    (WebhookType.ROLLOUT, "on every tick after the first, before the metrics; a failure is a failed check"),
+    (WebhookType.CONFIRM_TRAFFIC_INCREASE, "before each weight step; a failure holds the step (gate)"),
+    (WebhookType.CONFIRM_PROMOTION, "at max weight, before promoting; a failure holds promotion (gate)"),
+    (WebhookType.POST_ROLLOUT, "after promotion or rollback; a failure is only reported"),
+    (WebhookType.EVENT, "on every event"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedWebhook:
+    name: str
+    type: str
+    url: str
+    when: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedMetric:
+    name: str
+    source: str
+    interval: str
+    threshold_min: float | None
+    threshold_max: float | None
+    on_no_data: str
+    query: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A run's shape, predicted. Times are seconds from the first analysis tick (None: cannot happen)."""
+
+    canary: str
+    target: str
+    provider: str
+    strategy: str  # "canary", "blue-green" or "skip-analysis"
+    canary_revision: str
+    interval_seconds: float
+    threshold: int
+    progress_deadline_seconds: int
+    schedule: tuple[int, ...]
+    schedule_text: str
+    ticks: int | None  # None: the schedule never promotes
+    metric_ticks: int | None
+    earliest_promotion_seconds: float | None
+    earliest_rollback_seconds: float | None
+    latest_rollback_seconds: float | None
+    webhooks: tuple[PlannedWebhook, ...]
+    metrics: tuple[PlannedMetric, ...]
+
+
+def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> Plan:
+    """The plan of one canary; `loaded` supplies its MetricTemplates. Raises TemplateError."""
+    analysis = canary.analysis
+    interval = analysis.interval_seconds
+    threshold = analysis.threshold if analysis.threshold > 0 else 1
+    strategy = (
+        "skip-analysis" if canary.skip_analysis else "blue-green" if analysis.iterations > 0 else "canary"
+    )
+    schedule: tuple[int, ...] = ()
+    if strategy == "canary":
+        schedule = weight_schedule(analysis)
+        steps: int | None = len(schedule) - 1 if schedule else None
+        text = " -> ".join(str(w) for w in schedule) + " -> promote" if schedule else "never promotes"
+    elif strategy == "blue-green":
+        steps = analysis.iterations
+        text = f"0 for {analysis.iterations} iterations -> promote"
+    else:
+        steps = 0
+        text = "promote (analysis skipped)"
+
+    hooks = analysis.webhooks
+    can_fail_first = strategy != "skip-analysis" and any(h.type == WebhookType.PRE_ROLLOUT for h in hooks)
+    can_fail_later = strategy != "skip-analysis" and (
+        bool(analysis.metrics) or any(h.type == WebhookType.ROLLOUT for h in hooks)
+    )
+    earliest_rollback = latest_rollback = None
+    if can_fail_first:
+        earliest_rollback = latest_rollback = threshold * interval
+    if can_fail_later:
+        if not can_fail_first:
+            earliest_rollback = (threshold + 1) * interval
+        latest_rollback = None if steps is None else (steps + threshold) * interval
+
+    planned_hooks = tuple(
+        PlannedWebhook(name=h.name, type=kind.value, url=h.url, when=when)
+        for kind, when in WEBHOOK_STAGES
+        for h in analysis.hooks(kind)
+    )
+    planned_metrics = tuple(
+        _planned_metric(loaded, canary, m, canary_revision=canary_revision) for m in analysis.metrics
+    )
+    return Plan(
+        canary=f"{canary.namespace}/{canary.name}",
+        target=f"{canary.target_api_version} {canary.target_kind} {canary.target_name}",
+        provider=canary.provider,
+        strategy=strategy,
+        canary_revision=canary_revision,
+        interval_seconds=interval,
+        threshold=threshold,
+        progress_deadline_seconds=canary.progress_deadline_seconds,
+        schedule=schedule,
+        schedule_text=text,
+        ticks=None if steps is None else steps + 1,
+        metric_ticks=None if steps is None or strategy == "skip-analysis" else steps,
+        earliest_promotion_seconds=None if steps is None else steps * interval,
+        earliest_rollback_seconds=earliest_rollback,
+        latest_rollback_seconds=latest_rollback,
+        webhooks=planned_hooks,
+        metrics=planned_metrics,
+    )
+
+
+def _planned_metric(
+    loaded: LoadedSpec, canary: Canary, metric: Metric, *, canary_revision: str
+) -> PlannedMetric:
+    rendered = render_metric(loaded, canary, metric, canary_revision=canary_revision)
+    return PlannedMetric(
+        name=metric.name,
+        source=rendered.source,
+        interval=metric.interval,
+        threshold_min=metric.threshold_min,
+        threshold_max=metric.threshold_max,
+        on_no_data=metric.on_no_data.value,
+        query=rendered.query,
+    )
+
+
+def _when(seconds: float | None, interval: float) -> str:
+    if seconds is None:
+        return "never"
+    tick = round(seconds / interval) if interval else 0
+    return f"{format_duration(seconds) if seconds else '0s'} (tick {tick})"
+
+
+def _bounds(metric: PlannedMetric) -> str:
+    parts = []
+    if metric.threshold_min is not None:
+        parts.append(f">= {metric.threshold_min:g}")
+    if metric.threshold_max is not None:
+        parts.append(f"<= {metric.threshold_max:g}")
+    return " and ".join(parts) or "any value"
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan for people (what `plan` prints on stdout)."""
+    interval = plan.interval_seconds
+    lines = [
+        f"Canary {plan.canary}: {plan.target}, provider {plan.provider or '(none)'}",
+        f"Strategy:          {plan.strategy}",
+        f"Weight schedule:   {plan.schedule_text}",
+        f"Interval:          {format_duration(interval)}; threshold {plan.threshold} failed checks",
+    ]
+    if plan.ticks is not None:
+        lines.append(
+            f"Analysis ticks:    {plan.ticks} ({plan.metric_ticks} evaluate metrics; the first does not)"
+        )
+    lines += [
+        f"Before tick 0:     the canary revision must be Ready within {plan.progress_deadline_seconds}s "
+        "(progressDeadlineSeconds), else rollback",
+        "Times below count from tick 0, the first analysis tick, with every gate open:",
+        f"  earliest promotion: {_when(plan.earliest_promotion_seconds, interval)}",
+        f"  earliest rollback:  {_when(plan.earliest_rollback_seconds, interval)}",
+        f"  latest rollback:    {_when(plan.latest_rollback_seconds, interval)}",
+    ]
+    lines.append("Webhooks, in the order they fire:" if plan.webhooks else "Webhooks: none")
+    for i, hook in enumerate(plan.webhooks, 1):
+        lines.append(f"  {i}. {hook.name} ({hook.type}) {hook.url}")
+        lines.append(f"     {hook.when}")
+    lines.append(f"Metrics (canary revision {plan.canary_revision}):" if plan.metrics else "Metrics: none")
+    for metric in plan.metrics:
+        lines.append(
+            f"  {metric.name}: {_bounds(metric)} over {metric.interval} ({metric.source}; "
+            f"no data: {metric.on_no_data})"
+        )
+        lines.append(
+            f"    {metric.query}" if metric.query is not None else "    (query read from the cluster)"
+        )
+    return "\n".join(lines)
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+    short_help="Dry run: weight schedule, timing, webhooks and queries.",
+)
+@files_argument
+@click.option(
+    "--canary-revision",
+    default=CANARY_REVISION_PLACEHOLDER,
+    metavar="NAME",
+    envvar="CANARY_STEP_CANARY_REVISION",
+    show_envvar=True,
+    help="The Knative Revision to put in the queries' {{ route }} (Flagger's latest created "
+    "revision, e.g. podinfo-00002). The default is a placeholder.",
+)
+@templates_from_cluster_option
+@namespace_option
+@output_option
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    *,
+    files: tuple[str, ...],
+    canary_revision: str,
+    templates_from_cluster: bool,
+    namespace: str,
+    output: str,
+) -> None:
+    """Show what `run` would do with the one Canary in FILE..., without a cluster.
+
+    FILE... may also hold the MetricTemplates the Canary refers to. Prints the weight schedule
+    (e.g. 0 -> 10 -> 20 -> 30 -> 40 -> 50 -> promote), the analysis ticks, the earliest promotion and
+    the earliest and latest rollback, the webhooks in the order they fire and each metric's query as
+    Flagger renders it.
+
+    \b
+    Times count from tick 0, the first analysis tick (once the canary revision is Ready); with
+    I = interval, N = threshold and k = weight steps to max weight (or iterations):
+      earliest promotion  k*I   (promotion comes on the tick after max weight)
+      earliest rollback   N*I with pre-rollout hooks (they can fail on tick 0), else (N+1)*I
+      latest rollback     (k+N)*I   (the threshold is checked at the start of a tick)
+    Gates (confirm-*) are assumed open.
+
+    \b
+    stdout: the plan (--output json: the same as one JSON object).
+    stderr: problems with the spec, as `validate` prints them.
+    Exit codes: 0 planned, 2 invalid spec or not exactly one Canary.
+    """
+    loaded = load_files(files, templates_from_cluster=templates_from_cluster, default_namespace=namespace)
+    problems: list[Problem] = sorted([*loaded.problems, *query_problems(loaded)], key=sort_key)
+    if not problems and len(loaded.canaries) != 1:
+        found = ", ".join(f"{c.canary.namespace}/{c.canary.name}" for c in loaded.canaries) or "none"
+        problems.append(
+            Problem(
+                file=", ".join(files),
+                line=0,
+                path=(),
+                message=f"plan needs exactly one Canary, found {len(loaded.canaries)} ({found})",
+            )
+        )
+    for note in loaded.notes:
+        echo_err(f"note: {note}")
+    if problems:
+        for problem in problems:
+            echo_err(str(problem))
+        if output == "json":
+            click.echo(json.dumps({"problems": [problem_json(p) for p in problems]}, indent=2))
+        ctx.exit(ExitCode.USAGE)
+    canary = loaded.canaries[0].canary
+    if canary.provider != "knative":
+        echo_err(
+            f"note: provider {canary.provider or '(none)'}: `run` accepts only provider knative; the "
+            "built-in queries shown are the Knative ones"
+        )
+    result = build_plan(loaded, canary, canary_revision=canary_revision)
+    if output == "json":
+        click.echo(json.dumps(_plan_json(result), indent=2))
+    else:
+        click.echo(format_plan(result))
+    ctx.exit(ExitCode.OK)
+
+
+def _plan_json(plan: Plan) -> dict[str, Any]:
+    data = asdict(plan)
+    data["schedule"] = list(plan.schedule)
+    return data
