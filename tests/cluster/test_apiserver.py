@@ -193,6 +193,38 @@ def test_route_allows_configuration_name_but_not_both(api: ApiServer, namespace:
 
 
 @pytest.mark.cluster
+def test_revision_spec_is_immutable_but_labels_and_status_are_not(api: ApiServer, namespace: str) -> None:
+    revisions = f"/apis/serving.knative.dev/v1/namespaces/{namespace}/revisions"
+    revision = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Revision",
+        "metadata": {"name": "hello-00001"},
+        "spec": {"containers": [{"image": "podinfo:6.0.0"}]},
+    }
+    assert api.request("POST", revisions, body=revision)[0] == 201
+
+    status, body = api.request(
+        "PATCH",
+        f"{revisions}/hello-00001",
+        body={"spec": {"containers": [{"image": "podinfo:6.0.1"}]}},
+        content_type=MERGE_PATCH,
+    )
+    assert status == 422
+    assert 'spec: Invalid value: "object": Immutable fields changed' in body["message"]
+
+    status, body = api.request(
+        "PATCH",
+        f"{revisions}/hello-00001",
+        body={"metadata": {"labels": {"serving.knative.dev/routingState": "active"}}},
+        content_type=MERGE_PATCH,
+    )
+    assert status == 200, body
+    body["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}
+    status, body = api.request("PUT", f"{revisions}/hello-00001/status", body=body)
+    assert status == 200, body
+
+
+@pytest.mark.cluster
 def test_unknown_fields_are_pruned_and_status_is_a_subresource(api: ApiServer, namespace: str) -> None:
     path = SERVICES.format(ns=namespace)
     status, body = api.request(

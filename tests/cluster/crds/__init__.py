@@ -468,7 +468,13 @@ def knative_crds() -> list[Schema]:
             kind="Revision",
             plural="revisions",
             short_names=["rev"],
-            spec=REVISION_SPEC,
+            spec={
+                **REVISION_SPEC,
+                # Knative: "Immutable fields changed (-old +new)" plus a diff, which CEL cannot print.
+                "x-kubernetes-validations": [
+                    {"rule": "self == oldSelf", "message": "Immutable fields changed"}
+                ],
+            },
             status=_status(
                 {
                     "logUrl": _string(),
