@@ -59,7 +59,7 @@ def _serve(script: Scripted) -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -221,7 +221,7 @@ class _Garbage(socketserver.BaseRequestHandler):
 
 def test_a_server_speaking_garbage_gives_an_api_error(tmp_path: Path) -> None:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Garbage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         kube = _kube(tmp_path, f"http://127.0.0.1:{server.server_address[1]}", retry=RetryPolicy.no_retries())
         with pytest.raises(APIError) as caught:
