@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from step.contract import DEFAULT_EXIT_CODES, Decision
-from step.errors import ExitCode, StepError
+from step.errors import ExitCode, RollbackFailed, StepError
 
 _SIGNAL_EXIT_CODES = {
     int(signal.SIGINT): ExitCode.INTERRUPTED_INT,
@@ -39,6 +39,8 @@ class Outcome:
 
     @property
     def exit_code(self) -> ExitCode:
+        if isinstance(self.error, RollbackFailed):
+            return self.error.exit_code  # traffic may be split: that outranks an interruption
         if self.signal is not None:
             return _SIGNAL_EXIT_CODES.get(self.signal, ExitCode.INTERRUPTED_TERM)
         if self.error is not None:
