@@ -131,10 +131,10 @@ def _canary_query_problems(loaded: LoadedSpec, item: LoadedCanary) -> list[Probl
             if metric.template_ref is not None:
                 path: tuple[str | int, ...] = ("spec", "analysis", "metrics", i, "templateRef")
                 ns = metric.template_ref.namespace or item.canary.namespace
-                message = f"MetricTemplate {ns}/{metric.template_ref.name} query: {exc}"
+                message = f"MetricTemplate {ns}/{metric.template_ref.name}: query {exc}"
             else:
                 path = ("spec", "analysis", "metrics", i, "query")
-                message = f"query: {exc}"
+                message = str(exc)
             doc = item.document
             out.append(Problem(file=doc.file, line=doc.line_of(path), path=path, message=message))
     return out

@@ -216,8 +216,8 @@ def _check(
                         "--templates-from-cluster to leave it to the cluster",
                     )
                 )
-        if not unresolved or templates_from_cluster:
-            canaries.append(LoadedCanary(canary=canary, document=doc))
+        # Kept even when a template is missing (that is a problem already), so its queries are checked.
+        canaries.append(LoadedCanary(canary=canary, document=doc))
 
     if require_resources and resources == 0 and not problems:
         files = sorted({n.file for n in notes})

@@ -86,7 +86,7 @@ def _schedule_rules(analysis: Mapping[str, Any], *, skip_analysis: bool) -> Iter
         yield (
             (*base, given[1]),
             (
-                f"set only one of {', '.join(given)}: Flagger's CRD accepts exactly one of iterations, "
+                f"{' and '.join(given)} are both set; Flagger's CRD accepts exactly one of iterations, "
                 "stepWeight and stepWeights"
             ),
         )

@@ -119,6 +119,12 @@ def _explain(error: ValidationError) -> tuple[JsonPath, str]:
         missing = [k for k in value if isinstance(instance, dict) and k not in instance]
         name = missing[0] if missing else "?"
         return path, f"missing required field '{name}'"
+    if (
+        keyword == "type"
+        and isinstance(error.schema, Mapping)
+        and error.schema.get("pattern") == duration_pattern()
+    ):
+        return path, f"expected a duration such as 15s, 1m, 1m30s or 500ms, got {describe_value(instance)}"
     if keyword == "type":
         wanted = value if isinstance(value, list) else [value]
         words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in wanted)
