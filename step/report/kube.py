@@ -1,0 +1,215 @@
+"""Visibility in the cluster: Kubernetes Events on the Knative Service and the Canary's status.
+
+Owns: `KubeEventSink` (core/v1 Events on the Knative Service, reason `Synced` as Flagger records
+them, source component `canary-step`, so `kubectl describe ksvc` lists them) and
+`CanaryStatusSink` (Flagger's status fields and its single `Promoted` condition, written through the
+Canary's `/status` subresource where the CRD and the resource exist).
+Must not: fail the run. Every error here is logged and swallowed: visibility is never worth a
+rollback. Must not decide phases or messages either; they come from the state machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from step.errors import Forbidden, NotFound, StepError
+from step.kube import Kube
+from step.ports import CanaryStatus, EventType
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "canary-step"
+EVENT_REASON = "Synced"  # Flagger's recorder uses this one reason for every event
+KNATIVE_SERVICE_API_VERSION = "serving.knative.dev/v1"
+
+# flagger-semantics 1.9: Promoted is True for Initialized/Succeeded, False for Failed, else Unknown.
+_PROMOTED_STATUS = {"Initialized": "True", "Succeeded": "True", "Failed": "False"}
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def flagger_condition_message(phase: str, kind: str = "Service") -> str:
+    """Flagger's `Promoted` condition message for a phase (`canary/status.go`)."""
+    return {
+        "Initializing": f"New {kind} detected, starting initialization.",
+        "Initialized": f"{kind} initialization completed.",
+        "Waiting": "Waiting for approval.",
+        "WaitingPromotion": "Waiting for approval.",
+        "Progressing": "New revision detected, progressing canary analysis.",
+        "Promoting": "Canary analysis completed, starting primary rolling update.",
+        "Finalising": "Canary analysis completed, routing all traffic to primary.",
+        "Succeeded": "Canary analysis completed successfully, promotion finished.",
+        "Failed": f"Canary analysis failed, {kind} scaled to zero.",
+    }.get(phase, "")
+
+
+class KubeEventSink:
+    """`ports.EventSink`: one core/v1 Event per call, on the Knative Service. Never raises."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        namespace: str,
+        service_name: str,
+        wall: Callable[[], float] = time.time,
+        instance: str | None = None,
+    ) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._service = service_name
+        self._wall = wall
+        self._instance = instance or socket.gethostname()
+        self._uid: str | None = None
+        self._uid_looked_up = False
+        self.failures = 0
+
+    def emit(self, *, type: EventType, message: str) -> None:
+        now = self._wall()
+        involved: dict[str, Any] = {
+            "apiVersion": KNATIVE_SERVICE_API_VERSION,
+            "kind": "Service",
+            "name": self._service,
+            "namespace": self._namespace,
+        }
+        uid = self._service_uid()
+        if uid:
+            involved["uid"] = uid  # kubectl describe selects events by the object's uid
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                # client-go's naming: <object>.<unix nanoseconds in hex>
+                "name": f"{self._service}.{int(now * 1e9):x}",
+                "namespace": self._namespace,
+            },
+            "involvedObject": involved,
+            "reason": EVENT_REASON,
+            "message": message,
+            "type": type,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": _rfc3339(now),
+            "lastTimestamp": _rfc3339(now),
+            "count": 1,
+        }
+        try:
+            self._kube.create_event(namespace=self._namespace, event=event)
+        except StepError as err:
+            self.failures += 1
+            level = logging.WARNING if isinstance(err, Forbidden) or self.failures == 1 else logging.DEBUG
+            log.log(
+                level,
+                "could not record the event %r on %s/%s: %s",
+                message,
+                self._namespace,
+                self._service,
+                err,
+            )
+
+    def _service_uid(self) -> str | None:
+        if not self._uid_looked_up:
+            self._uid_looked_up = True
+            try:
+                service = self._kube.get_service(namespace=self._namespace, name=self._service)
+                self._uid = (service.get("metadata") or {}).get("uid")
+            except StepError as err:
+                log.warning("events on %s/%s will carry no uid: %s", self._namespace, self._service, err)
+        return self._uid
+
+
+class CanaryStatusSink:
+    """`ports.StatusSink` on a Flagger Canary resource; a no-op where there is none (found out once)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        namespace: str,
+        name: str,
+        kind: str = "Service",
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._name = name
+        self._kind = kind
+        self._wall = wall
+        self._enabled: bool | None = None  # None until the first write looks for the resource
+        self._condition: Mapping[str, Any] | None = None  # the Promoted condition as last known
+        self._last: CanaryStatus | None = None
+
+    @property
+    def enabled(self) -> bool | None:
+        return self._enabled
+
+    def write(self, status: CanaryStatus) -> None:
+        if self._enabled is None:
+            self._enabled = self._discover()  # None again after a transient error: look next time
+        if not self._enabled or status == self._last:
+            return
+        now = _rfc3339(self._wall())
+        condition_status = _PROMOTED_STATUS.get(status.phase, "Unknown")
+        previous = self._condition or {}
+        condition = {
+            "type": "Promoted",
+            "status": condition_status,
+            "reason": status.phase,
+            "message": status.message or flagger_condition_message(status.phase, self._kind),
+            "lastUpdateTime": now,
+            "lastTransitionTime": (
+                previous["lastTransitionTime"]
+                if previous.get("status") == condition_status and previous.get("lastTransitionTime")
+                else now
+            ),
+        }
+        patch = {
+            "status": {
+                "phase": status.phase,
+                "canaryWeight": status.canary_weight,
+                "failedChecks": status.failed_checks,
+                "iterations": status.iterations,
+                "lastTransitionTime": now,
+                "conditions": [condition],
+            }
+        }
+        try:
+            self._kube.patch_canary_status(namespace=self._namespace, name=self._name, patch=patch)
+        except NotFound:
+            log.info("Canary %s/%s is gone; its status is no longer written", self._namespace, self._name)
+            self._enabled = False
+            return
+        except StepError as err:
+            log.warning("could not write the status of Canary %s/%s: %s", self._namespace, self._name, err)
+            return
+        self._condition = condition
+        self._last = status
+
+    def _discover(self) -> bool | None:
+        try:
+            canary = self._kube.get_canary(namespace=self._namespace, name=self._name)
+        except NotFound:
+            log.info(
+                "no Canary %s/%s in the cluster (or no Canary CRD): status is not written",
+                self._namespace,
+                self._name,
+            )
+            return False
+        except Forbidden as err:
+            log.warning("the Canary's status is not written: %s", err)
+            return False
+        except StepError as err:
+            log.warning("could not look up Canary %s/%s: %s", self._namespace, self._name, err)
+            return None
+        for entry in (canary.get("status") or {}).get("conditions") or []:
+            if isinstance(entry, Mapping) and entry.get("type") == "Promoted":
+                self._condition = dict(entry)
+        return True
