@@ -50,7 +50,7 @@ class Outcome:
     def headline(self) -> str:
         """The last line on stderr: the decision, why, where traffic is, the exit code."""
         return (
-            f"{self.decision.value} ({self.reason}): {self.message}. Traffic: {self.traffic}. "
+            f"{self.decision.value} ({self.reason}): {self.message.rstrip('.')}. Traffic: {self.traffic}. "
             f"Exit {int(self.exit_code)}."
         )
 

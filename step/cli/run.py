@@ -1,0 +1,445 @@
+"""`canary-step run`: one canary analysis of a Knative Service, from new revision to promotion or rollback.
+
+Owns: the run command's options (each also from a CANARY_STEP_* variable), building the real
+dependencies (Kubernetes connection, router, metrics providers with their Secrets, webhook caller,
+event and status writers, clock), and writing what the outcome says: the results files, the JSON
+report, `$GITHUB_OUTPUT`, the `$GITHUB_STEP_SUMMARY` job summary, then `ctx.exit(outcome.exit_code)`.
+Must not: decide anything about the canary (the state machine does) or choose exit codes (the
+outcome does); import `kubernetes` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from step.clock import MonotonicClock
+from step.contract import Decision
+from step.driver import Driver, Ports
+from step.errors import NotFound, SpecError, StepError
+from step.kube import RetryPolicy, connect
+from step.metrics.provider import builtin_provider, provider_for
+from step.report.kube import CanaryStatusSink, KubeEventSink
+from step.report.outcome import Outcome
+from step.report.results import result_values, write_github_output, write_results_dir
+from step.report.summary import append_summary, render
+from step.report.timeline import LogFormat, Timeline, outcome_json, write_json
+from step.router.knative import KnativeRouter
+from step.spec.build import build_metric_template
+from step.spec.durations import parse_duration
+from step.spec.loader import DEFAULT_NAMESPACE, bundle_from_objects, load_bundle
+from step.spec.model import KNATIVE_API_VERSION, MetricTemplate, SpecBundle
+from step.webhooks.http import HttpWebhookCaller
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_METRICS_SERVER = "http://prometheus:9090"  # Flagger's -metrics-server default
+
+
+def _opt(*names: str, envvar: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(*names, envvar=f"CANARY_STEP_{envvar}", show_envvar=True, **kwargs)
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r} must be more than 0")
+    return seconds
+
+
+def _canary_ref(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    namespace, sep, name = value.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise click.BadParameter(f"{value!r} is not NAMESPACE/NAME")
+    return namespace, name
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+    short_help="Run one canary analysis; exit 0 promoted, 3 rolled back.",
+)
+@click.argument("files", nargs=-1, metavar="[FILE]...", type=click.Path(dir_okay=False))
+@_opt(
+    "--canary-ref",
+    envvar="CANARY_REF",
+    metavar="NAMESPACE/NAME",
+    callback=_canary_ref,
+    help="Read the Canary from the cluster instead of FILE (MetricTemplates it refers to are read "
+    "from the cluster too).",
+)
+@_opt(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    metavar="PATH",
+    help="Kubeconfig to use. Default: the in-cluster service account when running in a pod, "
+    "else $KUBECONFIG or ~/.kube/config.",
+)
+@_opt("--context", envvar="CONTEXT", metavar="NAME", help="Kubeconfig context. Default: the current one.")
+@_opt(
+    "--namespace",
+    "-n",
+    envvar="NAMESPACE",
+    metavar="NAMESPACE",
+    help="Namespace of the Canary and its Knative Service, overriding the spec's metadata.namespace.",
+)
+@_opt(
+    "--metrics-server",
+    envvar="METRICS_SERVER",
+    metavar="URL",
+    default=DEFAULT_METRICS_SERVER,
+    help="Prometheus for the built-in metrics and inline queries (Flagger's -metrics-server); the "
+    "Canary's spec.metricsServer overrides it.",
+)
+@_opt(
+    "--image",
+    envvar="IMAGE",
+    metavar="IMAGE",
+    help="Deploy and verify in one step: pin the revision that serves now, then set this image on "
+    "the Service's template and analyse the revision it creates.",
+)
+@_opt(
+    "--container",
+    envvar="CONTAINER",
+    metavar="NAME",
+    help="With --image: the container to update (needed when the template has several).",
+)
+@_opt(
+    "--results-dir",
+    envvar="RESULTS_DIR",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Write one file per result here (Tekton's /tekton/results, Argo output files): decision, "
+    "reason, canary-revision, primary-revision, canary-weight, failed-checks, iterations, report.",
+)
+@_opt(
+    "--report",
+    "report_path",
+    envvar="REPORT",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="Where to write the JSON report (the timeline of every tick). Default: "
+    "$TMPDIR/canary-step/<namespace>.<name>.json.",
+)
+@_opt(
+    "--log-format",
+    envvar="LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="stderr format: `text`, one readable line per tick; `json`, one JSON object per line.",
+)
+@_opt(
+    "--timeout",
+    envvar="TIMEOUT",
+    metavar="DURATION",
+    callback=_duration,
+    help="Overall limit for the run (e.g. 30m, or seconds). When it passes, traffic goes back to "
+    "the primary and the decision is `failed` (exit 4). Default: none.",
+)
+@_opt(
+    "--consecutive-error-limit",
+    envvar="CONSECUTIVE_ERROR_LIMIT",
+    type=click.IntRange(min=0),
+    default=4,
+    help="Metric provider errors in a row (Prometheus down, a bad query) that are tolerated; one "
+    "more stops the run with decision `failed` (exit 4). Errors are never failed checks.",
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    *,
+    files: tuple[str, ...],
+    canary_ref: tuple[str, str] | None,
+    kubeconfig: str | None,
+    context: str | None,
+    namespace: str | None,
+    metrics_server: str,
+    image: str | None,
+    container: str | None,
+    results_dir: str | None,
+    report_path: str | None,
+    log_format: LogFormat,
+    timeout: float | None,
+    consecutive_error_limit: int,
+) -> None:
+    """Run ONE canary analysis of a Knative Service with Flagger's semantics, then promote or roll back.
+
+    The Canary comes from FILE (with any MetricTemplates it refers to, in the same or other files)
+    or, with --canary-ref, from the cluster. Only `provider: knative` is supported.
+
+    \b
+    stdout: the results as one JSON object, at the end.
+    stderr: one line per tick (weight, each metric against its threshold, failed checks), the
+            events, and a last line saying the decision and where traffic is.
+    Exit codes: 0 promoted/initialised/nothing to do, 2 usage error or invalid spec,
+    3 rolled back, 4 infrastructure error (traffic on the primary, safe to retry),
+    5 the rollback failed (a person must look), 130/143 interrupted (primary restored).
+    """
+    if bool(files) == bool(canary_ref):
+        raise click.UsageError("give either FILE or --canary-ref NAMESPACE/NAME (exactly one of them)")
+    if container and not image:
+        raise click.UsageError("--container needs --image")
+    runner = _Run(
+        ctx=ctx,
+        namespace=namespace,
+        results_dir=results_dir,
+        report_path=report_path,
+        log_format=log_format,
+    )
+    runner.execute(
+        files=files,
+        canary_ref=canary_ref,
+        kubeconfig=kubeconfig,
+        context=context,
+        metrics_server=metrics_server,
+        image=image,
+        container=container,
+        timeout=timeout,
+        consecutive_error_limit=consecutive_error_limit,
+    )
+
+
+class _Run:
+    """One invocation: builds the dependencies, runs the driver, writes every output, exits."""
+
+    def __init__(
+        self,
+        *,
+        ctx: click.Context,
+        namespace: str | None,
+        results_dir: str | None,
+        report_path: str | None,
+        log_format: LogFormat,
+    ) -> None:
+        self.ctx = ctx
+        self.namespace = namespace
+        self.results_dir = results_dir
+        self.report_path = report_path
+        self.log_format = log_format
+        self.clock = MonotonicClock()
+        self.started_wall = self.clock.wall()
+        self.kube: Any = None
+
+    def execute(
+        self,
+        *,
+        files: tuple[str, ...],
+        canary_ref: tuple[str, str] | None,
+        kubeconfig: str | None,
+        context: str | None,
+        metrics_server: str,
+        image: str | None,
+        container: str | None,
+        timeout: float | None,
+        consecutive_error_limit: int,
+    ) -> None:
+        bundle: SpecBundle | None = None
+        if files:
+            try:
+                bundle = self._load_files(files)
+            except SpecError as err:
+                self._fail_early(err, reason="invalid-spec", bundle=None)
+        try:
+            self.kube = connect(kubeconfig=kubeconfig, context=context, retry=RetryPolicy())
+            if bundle is None:
+                assert canary_ref is not None
+                bundle = self._load_ref(canary_ref)
+            bundle = self._with_cluster_templates(bundle)
+            self._check_supported(bundle)
+            ports = self._ports(bundle, metrics_server=metrics_server)
+        except SpecError as err:
+            self._fail_early(err, reason="invalid-spec", bundle=bundle)
+        except StepError as err:
+            self._fail_early(err, reason="infrastructure-error", bundle=bundle)
+        timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
+        timeline.note(
+            f"canary-step: analysing Knative Service {bundle.canary.namespace}/{bundle.canary.target_name}"
+            f" (Canary {bundle.canary.name}, interval {bundle.canary.analysis.interval_seconds:g}s,"
+            f" threshold {max(1, bundle.canary.analysis.threshold)})"
+        )
+        driver = Driver(
+            bundle,
+            ports=ports,
+            timeline=timeline,
+            image=image,
+            container=container,
+            timeout=timeout,
+            consecutive_error_limit=consecutive_error_limit,
+        )
+        outcome = driver.run()
+        self._finish(outcome, bundle=bundle, timeline=timeline)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _load_files(self, files: tuple[str, ...]) -> SpecBundle:
+        bundle = load_bundle(
+            list(files), templates_from_cluster=True, default_namespace=self.namespace or DEFAULT_NAMESPACE
+        )
+        return self._override_namespace(bundle)
+
+    def _override_namespace(self, bundle: SpecBundle) -> SpecBundle:
+        if self.namespace is None or bundle.canary.namespace == self.namespace:
+            return bundle
+        return dataclasses.replace(
+            bundle, canary=dataclasses.replace(bundle.canary, namespace=self.namespace)
+        )
+
+    def _load_ref(self, ref: tuple[str, str]) -> SpecBundle:
+        namespace, name = ref
+        try:
+            obj = self.kube.get_canary(namespace=namespace, name=name)
+        except NotFound:
+            raise SpecError(f"Canary {namespace}/{name} was not found in the cluster") from None
+        return self._override_namespace(
+            bundle_from_objects([obj], source=f"canary {namespace}/{name}", default_namespace=namespace)
+        )
+
+    def _with_cluster_templates(self, bundle: SpecBundle) -> SpecBundle:
+        templates: dict[tuple[str, str], MetricTemplate] = dict(bundle.metric_templates)
+        for metric in bundle.canary.analysis.metrics:
+            ref = metric.template_ref
+            if ref is None:
+                continue
+            key = (ref.namespace or bundle.canary.namespace, ref.name)
+            if key in templates:
+                continue
+            try:
+                obj = self.kube.get_metric_template(namespace=key[0], name=key[1])
+            except NotFound:
+                raise SpecError(
+                    f"metric {metric.name}: MetricTemplate {key[0]}/{key[1]} is neither in the spec files "
+                    "nor in the cluster"
+                ) from None
+            try:
+                templates[key] = build_metric_template(obj, default_namespace=key[0])
+            except (KeyError, TypeError, ValueError) as err:
+                raise SpecError(
+                    f"MetricTemplate {key[0]}/{key[1]} in the cluster is malformed: {err}"
+                ) from None
+        return dataclasses.replace(bundle, metric_templates=templates)
+
+    @staticmethod
+    def _check_supported(bundle: SpecBundle) -> None:
+        canary = bundle.canary
+        if canary.provider != "knative" or canary.target_api_version != KNATIVE_API_VERSION:
+            raise SpecError(
+                f"Canary {canary.namespace}/{canary.name}: `canary-step run` analyses Knative Services only "
+                f"(spec.provider: knative, targetRef {KNATIVE_API_VERSION} Service); this one has provider "
+                f"{canary.provider!r} and targetRef {canary.target_api_version} {canary.target_kind}"
+            )
+        if canary.target_kind != "Service":
+            raise SpecError(f"Canary {canary.namespace}/{canary.name}: targetRef must be a Knative Service")
+
+    def _ports(self, bundle: SpecBundle, *, metrics_server: str) -> Ports:
+        canary = bundle.canary
+        address = canary.metrics_server or metrics_server
+        template_metrics = {}
+        for key, template in bundle.metric_templates.items():
+            secret: Mapping[str, str] | None = None
+            if template.secret_ref is not None:
+                try:
+                    secret = self.kube.get_secret_data(
+                        namespace=template.namespace, name=template.secret_ref.name
+                    )
+                except NotFound:
+                    raise SpecError(
+                        f"MetricTemplate {template.namespace}/{template.name}: secret "
+                        f"{template.secret_ref.name!r} was not found in namespace {template.namespace}"
+                    ) from None
+            template_metrics[key] = provider_for(template, secret=secret, default_address=address)
+        return Ports(
+            router=KnativeRouter(
+                self.kube, namespace=canary.namespace, name=canary.target_name, clock=self.clock
+            ),
+            metrics=builtin_provider(address),
+            webhooks=HttpWebhookCaller(clock=self.clock),
+            events=KubeEventSink(self.kube, namespace=canary.namespace, service_name=canary.target_name),
+            status=CanaryStatusSink(self.kube, namespace=canary.namespace, name=canary.name),
+            clock=self.clock,
+            template_metrics=template_metrics,
+            wall=self.clock.wall,
+        )
+
+    # ------------------------------------------------------------------ outputs
+
+    def _default_report(self, bundle: SpecBundle | None) -> str:
+        if self.report_path:
+            return self.report_path
+        base = Path(os.environ.get("TMPDIR") or tempfile.gettempdir()) / "canary-step"
+        name = f"{bundle.canary.namespace}.{bundle.canary.name}" if bundle else "canary"
+        return str(base / f"{name}.json")
+
+    def _fail_early(self, err: StepError, *, reason: str, bundle: SpecBundle | None) -> NoReturn:
+        """Before the analysis started: nothing moved. Say why, write the results, exit."""
+        message = str(err)
+        if "\n" in message:  # every problem of an invalid spec, one per line
+            click.echo(message, err=True)
+        outcome = Outcome(
+            decision=Decision.FAILED,
+            reason=reason,
+            message=message.splitlines()[0] if message else reason,
+            error=err,
+            traffic="untouched",
+        )
+        canary = bundle.canary if bundle else None
+        timeline = Timeline(canary=canary, stream=sys.stderr, log_format=self.log_format) if canary else None
+        if timeline is not None:
+            timeline.finished(outcome)
+        else:
+            click.echo(outcome.headline(), err=True)
+        self._write(outcome, bundle=bundle, timeline=timeline)
+        self.ctx.exit(int(outcome.exit_code))
+
+    def _finish(self, outcome: Outcome, *, bundle: SpecBundle, timeline: Timeline) -> NoReturn:
+        self._write(outcome, bundle=bundle, timeline=timeline)
+        self.ctx.exit(int(outcome.exit_code))
+
+    def _write(self, outcome: Outcome, *, bundle: SpecBundle | None, timeline: Timeline | None) -> None:
+        report = self._default_report(bundle)
+        values = result_values(outcome, report_path=report)
+        requests = self.kube.requests.snapshot() if self.kube is not None else None
+        finished = self.clock.wall()
+        document: dict[str, Any]
+        if timeline is not None:
+            document = timeline.report(
+                outcome, started_wall=self.started_wall, finished_wall=finished, api_requests=requests
+            )
+        else:
+            document = {"formatVersion": 1, **outcome_json(outcome), "ticks": []}
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("the JSON report", lambda: write_json(report, document)),
+        ]
+        if self.results_dir:
+            results_dir = self.results_dir
+            steps.append(("the results", lambda: write_results_dir(results_dir, values)))
+        github_output = os.environ.get("GITHUB_OUTPUT")
+        if github_output:
+            steps.append(("$GITHUB_OUTPUT", lambda: write_github_output(github_output, values)))
+        summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary_path and bundle is not None:
+            ticks = timeline.ticks if timeline is not None else []
+            markdown = render(bundle.canary, ticks, outcome, report_path=report)
+            steps.append(("the job summary", lambda: append_summary(summary_path, markdown)))
+        for what, write in steps:
+            try:
+                write()
+            except OSError as err:
+                click.echo(f"canary-step: could not write {what}: {err}", err=True)
+        click.echo(json.dumps(values))
