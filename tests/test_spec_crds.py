@@ -1,4 +1,4 @@
-"""The CRDs generated from our schema: structural as Kubernetes requires, and accepted by a real API server."""
+"""The CRDs generated from our schema: structural and accepted by a real API server."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_canary_status_lets_the_step_write_what_flagger_writes() -> None:
 
 @pytest.mark.cluster
 def test_a_real_api_server_accepts_the_crds_and_prunes_unknown_fields(tmp_path: Path) -> None:
-    from tests.cluster.apiserver import start_apiserver
+    from tests.cluster.apiserver import start_apiserver  # noqa: PLC0415 - only the cluster tests need it
 
     with start_apiserver(tmp_path) as api:
         for crd in generate_crds():
@@ -141,10 +141,22 @@ def test_a_real_api_server_accepts_the_crds_and_prunes_unknown_fields(tmp_path: 
         assert status == 201, created
         assert "stepweight" not in created["spec"]["analysis"]
         assert created["spec"]["analysis"]["stepWeight"] == 10
-        patch = {"status": {"phase": "Progressing", "canaryWeight": 10, "failedChecks": 1, "iterations": 2,
-                            "lastTransitionTime": "2026-01-01T00:00:00Z",
-                            "conditions": [{"type": "Promoted", "status": "Unknown", "reason": "Progressing",
-                                            "message": "New revision detected, progressing canary analysis."}]}}  # fmt: skip
+        condition = {
+            "type": "Promoted",
+            "status": "Unknown",
+            "reason": "Progressing",
+            "message": "New revision detected, progressing canary analysis.",
+        }
+        patch = {
+            "status": {
+                "phase": "Progressing",
+                "canaryWeight": 10,
+                "failedChecks": 1,
+                "iterations": 2,
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "conditions": [condition],
+            }
+        }
         status, patched = api.request(
             "PATCH", f"{base}/podinfo/status", body=patch, content_type="application/merge-patch+json"
         )
@@ -156,7 +168,7 @@ def test_a_real_api_server_accepts_the_crds_and_prunes_unknown_fields(tmp_path: 
         status, body = api.request("POST", base, body=bad)
         assert status == 422 and "spec.analysis.stepWeight" in body["message"], body
         template = yaml.safe_load_all((ROOT / "examples" / "podinfo-canary-basic-auth.yaml").read_text())
-        metric_template = [d for d in template if d["kind"] == "MetricTemplate"][0]
+        metric_template = next(d for d in template if d["kind"] == "MetricTemplate")
         status, body = api.request(
             "POST", "/apis/flagger.app/v1beta1/namespaces/test/metrictemplates", body=metric_template
         )

@@ -1,4 +1,4 @@
-"""Our JSON Schema: valid Draft 2020-12, covers every field Flagger documents, closed where Kubernetes prunes."""
+"""Our JSON Schema: valid Draft 2020-12, every field Flagger documents, closed where Kubernetes prunes."""
 
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ def _field_paths(node: dict[str, Any], prefix: str = "") -> Iterator[str]:
     for name, sub in node.get("properties", {}).items():
         path = f"{prefix}.{name}" if prefix else name
         yield path
-        sub = _resolve(sub)
-        if sub.get("type") == "array":
-            yield from _field_paths(sub["items"], path + "[]")
+        resolved = _resolve(sub)
+        if resolved.get("type") == "array":
+            yield from _field_paths(resolved["items"], path + "[]")
         else:
-            yield from _field_paths(sub, path)
+            yield from _field_paths(resolved, path)
 
 
 def _flagger_paths(node: dict[str, Any], prefix: str = "") -> Iterator[str]:
@@ -62,7 +62,8 @@ ISSUE_FIELDS = [
     "spec.analysis.stepWeights", "spec.analysis.stepWeightPromotion", "spec.analysis.iterations",
     "spec.analysis.mirror", "spec.analysis.mirrorWeight", "spec.analysis.match",
     "spec.analysis.primaryReadyThreshold", "spec.analysis.canaryReadyThreshold",
-    "spec.analysis.sessionAffinity", "spec.analysis.metrics", "spec.analysis.webhooks", "spec.analysis.alerts",
+    "spec.analysis.sessionAffinity", "spec.analysis.metrics", "spec.analysis.webhooks",
+    "spec.analysis.alerts",
 ]  # fmt: skip
 
 
