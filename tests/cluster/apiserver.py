@@ -13,9 +13,10 @@ Security set-up, all generated per start in the work directory with the ``openss
 
 Teardown: both processes run in their own session (process group). :meth:`ApiServer.stop` terminates the
 groups, waits, then kills; it runs from the context manager, from ``atexit`` and on SIGTERM/SIGHUP (turned
-into SystemExit, so that ``finally`` blocks and fixtures run). The children also get ``PR_SET_PDEATHSIG`` so
-that they die with the Python process even if it is SIGKILLed. Call :func:`start_apiserver` from a thread
-that lives as long as the server (the main thread): the kernel sends the death signal when that thread exits.
+into SystemExit, so that ``finally`` blocks and fixtures run). The children also get ``PR_SET_PDEATHSIG``
+(through util-linux ``setpriv``, else a preexec_fn), so that they die with the Python process even if it is
+SIGKILLed. Call :func:`start_apiserver` from a thread that lives as long as the server (the main thread):
+the kernel sends the death signal when that thread exits.
 
 ``python -m tests.cluster.apiserver [--runs N]`` times start-up, the CRD install and teardown.
 
@@ -32,6 +33,7 @@ import http.client
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -130,14 +132,25 @@ def _die_with_parent() -> Callable[[], None]:
 
 
 def _spawn(command: list[str], log_file: Path) -> subprocess.Popen[bytes]:
+    # util-linux's setpriv (essential on Debian) sets the death signal and execs, so the pid is the
+    # server's; it avoids a preexec_fn, which can deadlock when the parent already runs other threads.
+    setpriv = shutil.which("setpriv")
     with log_file.open("ab") as log:
+        if setpriv is not None:
+            return subprocess.Popen(
+                [setpriv, "--pdeathsig", "KILL", "--", *command],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl, no locks taken
+            preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl; the fallback without setpriv
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -410,12 +411,12 @@ def test_token_request_for_a_missing_service_account_fails_clearly(api: ApiServe
 def test_kubeconfigs_work_with_the_kubernetes_client(api: ApiServer, namespace: str, tmp_path: Path) -> None:
     from kubernetes import client, config  # noqa: PLC0415 - only this test needs the client
 
-    admin = client.CoreV1Api(config.new_client_from_config(str(api.kubeconfig), context="local"))
-    assert namespace in {ns.metadata.name for ns in admin.list_namespace().items}
+    admin = client.CoreV1Api(config.new_client_from_config(str(api.kubeconfig), context="local"))  # type: ignore[no-untyped-call]
+    assert namespace in {ns.metadata.name for ns in admin.list_namespace().items if ns.metadata}
 
     token = api.token_for(namespace, "default")
     kubeconfig = api.kubeconfig_for_token(token, tmp_path / "sa.kubeconfig")
-    as_sa = client.CoreV1Api(config.new_client_from_config(str(kubeconfig), context="local"))
+    as_sa = client.CoreV1Api(config.new_client_from_config(str(kubeconfig), context="local"))  # type: ignore[no-untyped-call]
     with pytest.raises(client.ApiException) as denied:
         as_sa.list_namespace()
     assert denied.value.status == 403
@@ -529,7 +530,7 @@ def test_a_cached_build_with_the_current_key_is_reused_without_go(
     monkeypatch.setenv("CANARY_STEP_CACHE", str(tmp_path))
     cached = _fake_binary(tmp_path / "bin" / "kube-apiserver")
     (tmp_path / "bin" / "kube-apiserver.key").write_text(binaries.build_key() + "\n")
-    monkeypatch.setattr(binaries.shutil, "which", lambda name: None if name == "go" else f"/usr/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "go" else f"/usr/bin/{name}")
 
     assert binaries.ensure().kube_apiserver == cached
 
