@@ -467,7 +467,6 @@ class Router:
         self.routing = routing
         self._backend_for = backend_for
         self.metrics = metrics
-        self._local = threading.local()
         router = self
 
         class Handler(_JsonHandler):
@@ -489,13 +488,20 @@ class Router:
             def do_HEAD(self) -> None:
                 router._handle(self)
 
+            def finish(self) -> None:
+                for upstream in self.__dict__.pop("upstreams", {}).values():
+                    upstream.close()
+                super().finish()
+
         self._server = _Server(("127.0.0.1", 0), Handler)
         self.port: int = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = _serve(self._server, "router")
 
-    def _connection(self, port: int) -> http.client.HTTPConnection:
-        pool: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
+    @staticmethod
+    def _connection(request: _JsonHandler, port: int) -> http.client.HTTPConnection:
+        # One upstream keep-alive connection per downstream connection and backend, closed with it.
+        pool: dict[int, http.client.HTTPConnection] = request.__dict__.setdefault("upstreams", {})
         connection = pool.get(port)
         if connection is None:
             connection = pool[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -507,7 +513,7 @@ class Router:
         headers = {key: value for key, value in request.headers.items() if key.lower() not in _HOP_BY_HOP}
         headers["Host"] = request.headers.get("Host", "")
         for attempt in (1, 2):  # a pooled keep-alive connection may have been closed by the backend
-            connection = self._connection(port)
+            connection = self._connection(request, port)
             try:
                 connection.request(request.command, request.path, body=body or None, headers=headers)
                 response = connection.getresponse()
@@ -515,7 +521,7 @@ class Router:
                 return response.status, response.getheaders(), data
             except (ConnectionError, http.client.HTTPException, OSError):
                 connection.close()
-                self._local.pool.pop(port, None)
+                request.__dict__.get("upstreams", {}).pop(port, None)
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -683,8 +689,12 @@ def revision_lookup_from_cluster(api_client: Any) -> RevisionLookup:
     return lookup
 
 
-def watch_services(dataplane: DataPlane, api_client: Any) -> None:
-    """Keep the routing table equal to every Knative Service's status.traffic (a watch, as Kourier's)."""
+def watch_services(dataplane: DataPlane, api_client: Any) -> Callable[[], None]:
+    """Keep the routing table equal to every Knative Service's status.traffic (a watch, as Kourier's).
+
+    Returns the watch's stop function (also called by :meth:`DataPlane.stop`). Stop it before the API server:
+    kube-apiserver waits for open watches before it exits.
+    """
     from tests.cluster.knative_sim import Informer  # noqa: PLC0415 - kubernetes import
 
     def on_event(kind: str, service: dict[str, Any]) -> None:
@@ -700,3 +710,4 @@ def watch_services(dataplane: DataPlane, api_client: Any) -> None:
     dataplane.on_stop(informer.stop)
     if not informer.synced.wait(10):
         raise RuntimeError("data plane: Knative Services not listed within 10 s")
+    return informer.stop

@@ -3,8 +3,8 @@
 Owns the process: its configuration (one job, ``scrape_interval: 1s``), a storage directory that survives a
 restart, a fixed port chosen once (so :attr:`Prometheus.url` stays valid across :meth:`stop` and
 :meth:`start`, which the step's tests use to take the metrics server away mid-analysis), readiness
-(``/-/ready`` and every target ``up``), and teardown: SIGTERM, then SIGKILL; ``PR_SET_PDEATHSIG`` so
-that the process dies with its parent thread, and an ``atexit`` hook.
+(``/-/ready`` and every target ``up``), and teardown: SIGTERM, then SIGKILL; ``PR_SET_PDEATHSIG`` (through
+``setpriv``) so that the process dies with its parent, and an ``atexit`` hook.
 
 Must not: know what is scraped beyond the target addresses, or poll without a deadline.
 """
@@ -138,15 +138,27 @@ class Prometheus:
                 "--web.enable-lifecycle",
                 "--log.level=warn",
             ]
+            # util-linux's setpriv sets the death signal and execs (the pid stays Prometheus'); a preexec_fn
+            # is only the fallback, because forking with a callback can deadlock in a threaded parent.
+            setpriv = shutil.which("setpriv")
             with self.log_file.open("ab") as log:
-                self._process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl, no locks taken
-                )
+                if setpriv is not None:
+                    self._process = subprocess.Popen(
+                        [setpriv, "--pdeathsig", "KILL", "--", *command],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                else:
+                    self._process = subprocess.Popen(
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl; fallback without setpriv
+                    )
         if wait:
             self.wait_ready(timeout=timeout)
         return self
