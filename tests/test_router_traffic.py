@@ -11,6 +11,7 @@ from step.router.traffic import (
     converged,
     desired_traffic,
     revision_state,
+    routes_ready,
     to_entry,
     traffic_matches,
     traffic_patch,
@@ -137,13 +138,30 @@ SHOWN = [
 ]
 
 
-def test_converged_needs_generation_ready_and_the_same_traffic() -> None:
-    assert converged(view_of(_service(traffic=SHOWN)), generation=3, desired=ASKED)
-    assert not converged(view_of(_service(observed=2, traffic=SHOWN)), generation=3, desired=ASKED)
-    assert not converged(view_of(_service(ready="Unknown", traffic=SHOWN)), generation=3, desired=ASKED)
-    assert not converged(view_of(_service(traffic=SHOWN[:1])), generation=3, desired=ASKED)
+def test_converged_needs_generation_routes_ready_and_the_same_traffic() -> None:
+    assert converged(_service(traffic=SHOWN), generation=3, desired=ASKED) is not None
+    assert converged(_service(observed=2, traffic=SHOWN), generation=3, desired=ASKED) is None
+    assert converged(_service(ready="Unknown", traffic=SHOWN), generation=3, desired=ASKED) is None
+    assert converged(_service(traffic=SHOWN[:1]), generation=3, desired=ASKED) is None
     swapped = [{**SHOWN[0], "percent": 10}, {**SHOWN[1], "percent": 90}]
-    assert not converged(view_of(_service(traffic=swapped)), generation=3, desired=ASKED)
+    assert converged(_service(traffic=swapped), generation=3, desired=ASKED) is None
+
+
+def test_routes_ready_counts_not_ready_so_a_broken_newest_revision_does_not_block_a_rollback() -> None:
+    obj = _service(ready="False", traffic=SHOWN)
+    obj["status"]["conditions"] = [
+        {"type": "ConfigurationsReady", "status": "False", "reason": "RevisionFailed"},
+        {"type": "Ready", "status": "False", "reason": "RevisionFailed"},
+        {"type": "RoutesReady", "status": "True"},
+    ]
+    assert routes_ready(obj) is True
+    assert converged(obj, generation=3, desired=ASKED) is not None
+    obj["status"]["conditions"][2] = {
+        "type": "RoutesReady",
+        "status": "Unknown",
+        "reason": "TrafficNotMigrated",
+    }
+    assert converged(obj, generation=3, desired=ASKED) is None
 
 
 def test_a_users_latest_revision_tag_matches_whatever_revision_it_resolved_to() -> None:

@@ -29,8 +29,14 @@ import urllib3
 from kubernetes.client.exceptions import ApiException, ApiValueError
 from kubernetes.config.config_exception import ConfigException
 
-from step.errors import APIError, InfrastructureError
-from step.kube.mapping import Target, TransientAPIError, error_for, server_message
+from step.errors import APIError, Conflict, InfrastructureError, Invalid
+from step.kube.mapping import (
+    Target,
+    TransientAPIError,
+    error_for,
+    is_json_patch_not_applicable,
+    server_message,
+)
 from step.kube.resources import (
     CANARIES,
     EVENTS,
@@ -119,12 +125,22 @@ class Kube:
 
         A failed `test` op comes back as `Conflict`, like a 409.
         """
-        return self._object(
-            Target(verb="patch", resource=SERVICES, namespace=namespace, name=name),
-            method="PATCH",
-            body=patch,
-            content_type=JSON_PATCH if isinstance(patch, list) else MERGE_PATCH,
-        )
+        target = Target(verb="patch", resource=SERVICES, namespace=namespace, name=name)
+        if not isinstance(patch, list):
+            return self._object(target, method="PATCH", body=patch, content_type=MERGE_PATCH)
+        try:
+            return self._object(target, method="PATCH", body=patch, content_type=JSON_PATCH)
+        except Invalid as err:
+            if not is_json_patch_not_applicable(str(err)):
+                raise
+            # The API server answers a failed `test` op (or a path that no longer exists) with this
+            # bare 422: the object is not as we last read it.
+            raise Conflict(
+                f"conflict: {target.describe()} is not as we last read it (a JSON-patch precondition failed)",
+                status=err.status,
+                verb="patch",
+                resource=SERVICES.qualified,
+            ) from None
 
     def watch_service(
         self, *, namespace: str, name: str, resource_version: str, timeout: float

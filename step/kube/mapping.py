@@ -57,6 +57,15 @@ def is_json_patch_test_failure(message: str) -> bool:
     return "testing value" in message.lower() and "failed" in message.lower()
 
 
+# kube-apiserver's whole message for a JSON patch it could not apply (RFC 6902 `test` failed, or a
+# path is missing): HTTP 422, reason Invalid, no details (observed on kube-apiserver 1.3x).
+JSON_PATCH_NOT_APPLICABLE = "the server rejected our request due to an error in our request"
+
+
+def is_json_patch_not_applicable(message: str) -> bool:
+    return message.rstrip().endswith(JSON_PATCH_NOT_APPLICABLE) or is_json_patch_test_failure(message)
+
+
 def error_for(
     status: int,
     *,

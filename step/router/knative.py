@@ -4,7 +4,7 @@ Owns: `KnativeRouter`, the `ports.Router` for a `serving.knative.dev/v1` Service
 JSON patch of `spec.traffic` (and the `flagger.app/primary-revision` annotation when pinning or
 promoting) made conditional by `test` ops on exactly those fields, retried after re-reading when
 someone else changed them. After each write it watches the Service until `status` shows what was
-written (observedGeneration, Ready, status.traffic), or raises `TrafficNotConverged`.
+written (observedGeneration, RoutesReady, status.traffic), or raises `TrafficNotConverged`.
 Must not: choose weights or timing, decide promotion or rollback, or import `kubernetes`.
 """
 
@@ -124,8 +124,7 @@ class KnativeRouter:
 
     def _await(self, *, generation: int, desired: Sequence[TrafficTarget]) -> ServiceView:
         def done(obj: Obj) -> ServiceView | None:
-            view = view_of(obj)
-            return view if converged(view, generation=generation, desired=desired) else None
+            return converged(obj, generation=generation, desired=desired)
 
         found = self._watch_until(done, timeout=self._converge_timeout)
         if found is not None:

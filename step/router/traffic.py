@@ -3,7 +3,7 @@
 Owns: parsing a Service object into `ServiceView`, building the `spec.traffic` list for a pinned
 primary/canary split (tags `primary` and `canary`, other 0 % tagged entries kept, never duplicate
 untagged entries), the JSON patch that writes it conditionally, and the convergence check of
-knative-semantics 2.7 (observedGeneration, Ready, status.traffic equal to what was asked).
+knative-semantics 2.7 (observedGeneration, RoutesReady, status.traffic equal to what was asked).
 Must not: perform I/O, choose weights, or read the clock.
 """
 
@@ -174,13 +174,31 @@ def traffic_matches(desired: Sequence[TrafficTarget], observed: Sequence[Traffic
     return sorted(_key(t) for t in desired) == sorted(_key(t) for t in observed)
 
 
-def converged(view: ServiceView, *, generation: int, desired: Sequence[TrafficTarget]) -> bool:
-    """knative-semantics 2.7: observedGeneration caught up, Ready True, and status.traffic as asked."""
-    return (
+def routes_ready(obj: Obj) -> bool | None:
+    """The Service's RoutesReady condition (Ready where a Service reports no RoutesReady).
+
+    RoutesReady, not Ready, says whether the traffic is where spec.traffic asks: Ready also folds in
+    ConfigurationsReady, which stays False while the newest revision is broken, even after all traffic
+    went back to a healthy pinned revision (knative-semantics 1.3, 2.7).
+    """
+    conditions = _conditions(obj)
+    chosen = conditions.get("RoutesReady") or conditions.get("Ready") or {}
+    return _tristate(chosen.get("status"))
+
+
+def converged(obj: Obj, *, generation: int, desired: Sequence[TrafficTarget]) -> ServiceView | None:
+    """knative-semantics 2.7: observedGeneration caught up, routes ready, status.traffic as asked.
+
+    Returns the view when converged, else None.
+    """
+    view = view_of(obj)
+    if (
         view.observed_generation >= generation
-        and view.ready is True
+        and routes_ready(obj) is True
         and traffic_matches(desired, view.status_traffic)
-    )
+    ):
+        return view
+    return None
 
 
 def describe_traffic(targets: Sequence[TrafficTarget]) -> str:

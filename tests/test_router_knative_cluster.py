@@ -1,0 +1,233 @@
+"""KnativeRouter against the real API server and the Knative simulator (status.traffic verified).
+
+Each test has its own namespace and Service. The router runs as the admin here; least privilege
+is covered in tests/test_kube_cluster.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from step.clock import MonotonicClock
+from step.errors import TrafficNotConverged
+from step.kube import Kube, RetryPolicy, connect
+from step.ports import RevisionPhase
+from step.router.knative import KnativeRouter
+
+if TYPE_CHECKING:
+    from tests.cluster import ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+IMAGE = "ghcr.io/stefanprodan/podinfo"
+
+
+def _kube(plane: ControlPlane) -> Kube:
+    return connect(kubeconfig=str(plane.kubeconfig), context=None, retry=RetryPolicy(attempts=3, deadline=10))
+
+
+def _router(
+    plane: ControlPlane, namespace: str, *, converge_timeout: float = 20.0, kube: Kube | None = None
+) -> KnativeRouter:
+    return KnativeRouter(
+        kube or _kube(plane),
+        namespace=namespace,
+        name="podinfo",
+        clock=MonotonicClock(),
+        converge_timeout=converge_timeout,
+    )
+
+
+def _spec_traffic(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    traffic: list[dict[str, Any]] = plane.get_service(namespace)["spec"]["traffic"]
+    return traffic
+
+
+def _status_traffic(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in entry.items() if k != "url"}
+        for entry in plane.get_service(namespace)["status"]["traffic"]
+    ]
+
+
+def _new_revision(plane: ControlPlane, namespace: str, router: KnativeRouter, image: str) -> str:
+    view = router.set_image(image=image, container=None)
+    assert view.latest_created_revision is not None
+    return view.latest_created_revision
+
+
+def _ready(plane: ControlPlane, router: KnativeRouter, revision: str) -> None:
+    from tests.cluster import wait_for  # noqa: PLC0415
+
+    wait_for(
+        lambda: router.revision(revision).phase is RevisionPhase.READY, timeout=20, what=f"{revision} Ready"
+    )
+
+
+def test_pin_route_promote_pins_by_revision_name_and_waits_for_status(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    plane = control_plane
+    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
+    plane.wait_ready(namespace, revision="podinfo-00001")
+    kube = _kube(plane)
+    router = _router(plane, namespace, kube=kube)
+
+    view = router.pin_primary("podinfo-00001")
+    assert view.primary_revision == "podinfo-00001"
+    assert _spec_traffic(plane, namespace) == [
+        {"tag": "primary", "revisionName": "podinfo-00001", "latestRevision": False, "percent": 100}
+    ]
+    assert (
+        plane.get_service(namespace)["metadata"]["annotations"]["flagger.app/primary-revision"]
+        == "podinfo-00001"
+    )
+
+    canary = _new_revision(plane, namespace, router, f"{IMAGE}:6.0.1")
+    assert canary == "podinfo-00002"
+    _ready(plane, router, canary)
+    # A new revision gets no traffic: the primary is pinned by name.
+    assert router.observe().weight_of("podinfo-00002") == 0
+
+    # The user's own 0 % tagged entry survives every write.
+    user = {"tag": "blue", "revisionName": "podinfo-00001", "latestRevision": False, "percent": 0}
+    plane.patch_service(namespace, "podinfo", {"spec": {"traffic": [*_spec_traffic(plane, namespace), user]}})
+
+    router.observe()  # (a concurrent edit is the next test's subject; here the router has seen it)
+    before = kube.requests.snapshot()
+    view = router.route(primary="podinfo-00001", canary="podinfo-00002", canary_weight=10)
+    after = kube.requests.snapshot()
+    spent = {verb: after.get(verb, 0) - before.get(verb, 0) for verb in after}
+    assert spent.get("patch") == 1 and spent.get("get", 0) == 0
+    assert sum(spent.values()) <= 3, spent  # one PATCH and (usually) one WATCH
+
+    assert _spec_traffic(plane, namespace) == [
+        {"tag": "primary", "revisionName": "podinfo-00001", "latestRevision": False, "percent": 90},
+        {"tag": "canary", "revisionName": "podinfo-00002", "latestRevision": False, "percent": 10},
+        user,
+    ]
+    assert _status_traffic(plane, namespace) == _spec_traffic(plane, namespace)
+    assert view.weight_of("podinfo-00002") == 10 and view.ready is True
+    assert {t.tag: t.url for t in view.status_traffic if t.tag} == {
+        "primary": f"http://primary-podinfo.{namespace}.svc.cluster.local",
+        "canary": f"http://canary-podinfo.{namespace}.svc.cluster.local",
+        "blue": f"http://blue-podinfo.{namespace}.svc.cluster.local",
+    }
+
+    view = router.route(primary="podinfo-00001", canary="podinfo-00002", canary_weight=50)
+    assert view.weight_of("podinfo-00002") == 50
+
+    view = router.promote("podinfo-00002")
+    assert view.primary_revision == "podinfo-00002"
+    assert _spec_traffic(plane, namespace) == [
+        {"tag": "primary", "revisionName": "podinfo-00002", "latestRevision": False, "percent": 100},
+        user,
+    ]
+    assert _status_traffic(plane, namespace) == _spec_traffic(plane, namespace)
+    assert view.weight_of("podinfo-00002") == 100
+
+
+def test_a_concurrent_edit_between_read_and_write_is_retried_not_clobbered(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    plane = control_plane
+    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
+    plane.wait_ready(namespace, revision="podinfo-00001")
+    kube = _kube(plane)
+    router = _router(plane, namespace, kube=kube)
+    router.pin_primary("podinfo-00001")
+    canary = _new_revision(plane, namespace, router, f"{IMAGE}:6.0.1")
+    _ready(plane, router, canary)
+    router.observe()  # the router's last read
+
+    # Someone else edits spec.traffic (and an annotation) after that read, before the router writes.
+    user = {"tag": "debug", "revisionName": "podinfo-00001", "latestRevision": False, "percent": 0}
+    plane.patch_service(
+        namespace,
+        "podinfo",
+        {
+            "metadata": {"annotations": {"team": "a"}},
+            "spec": {"traffic": [*_spec_traffic(plane, namespace), user]},
+        },
+    )
+    before = kube.requests.snapshot()
+    view = router.route(primary="podinfo-00001", canary=canary, canary_weight=20)
+    after = kube.requests.snapshot()
+
+    assert after["patch"] - before.get("patch", 0) == 2  # refused once (test op failed), then written
+    assert after["get"] - before.get("get", 0) >= 1  # re-read after the conflict
+    assert view.weight_of(canary) == 20
+    assert user in _spec_traffic(plane, namespace)  # the concurrent edit was kept
+    assert plane.get_service(namespace)["metadata"]["annotations"]["team"] == "a"
+
+
+def test_a_broken_canary_never_converges_and_the_primary_can_be_restored(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    plane = control_plane
+    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
+    plane.wait_ready(namespace, revision="podinfo-00001")
+    router = _router(plane, namespace, converge_timeout=3.0)
+    router.pin_primary("podinfo-00001")
+    broken = _new_revision(plane, namespace, router, f"{IMAGE}:6.0.2-broken")
+
+    from tests.cluster import wait_for  # noqa: PLC0415
+
+    state = wait_for(
+        lambda: (s := router.revision(broken)).phase is RevisionPhase.FAILED and s, timeout=20, what="broken"
+    )
+    assert state.reason == "ContainerMissing"
+    assert router.revision("podinfo-09999").phase is RevisionPhase.MISSING
+
+    with pytest.raises(TrafficNotConverged) as caught:
+        router.route(primary="podinfo-00001", canary=broken, canary_weight=10)
+    message = str(caught.value)
+    assert f"Knative Service {namespace}/podinfo did not show the traffic we wrote within 3s" in message
+    assert "asked [podinfo-00001=90% tag=primary, podinfo-00002=10% tag=canary]" in message
+    assert "status.traffic [podinfo-00001=100% tag=primary]" in message  # Knative kept the old split
+    assert "Ready False RevisionFailed" in message, message
+
+    view = router.pin_primary("podinfo-00001")  # the rollback path still works
+    assert view.weight_of("podinfo-00001") == 100
+    assert view.ready is False  # Ready still reports the broken newest revision; RoutesReady is True
+    assert _spec_traffic(plane, namespace) == [
+        {"tag": "primary", "revisionName": "podinfo-00001", "latestRevision": False, "percent": 100}
+    ]
+
+
+def test_wait_for_change_returns_on_the_next_change_or_at_the_timeout(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    plane = control_plane
+    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
+    plane.wait_ready(namespace, revision="podinfo-00001")
+    kube = _kube(plane)
+    router = _router(plane, namespace, kube=kube)
+    router.pin_primary("podinfo-00001")
+    plane.wait_ready(namespace)
+    router.observe()
+    plane.patch_service(namespace, "podinfo", {"metadata": {"annotations": {"poke": "1"}}})
+    clock = MonotonicClock()
+    start = clock.now()
+    view = router.wait_for_change(timeout=10)
+    assert clock.now() - start < 5
+    assert view.name == "podinfo"
+    assert plane.get_service(namespace)["metadata"]["annotations"]["poke"] == "1"
+    watches = kube.requests.snapshot().get("watch", 0)
+    router.wait_for_change(timeout=1)  # nothing changes now: returns after about a second
+    assert kube.requests.snapshot().get("watch", 0) >= watches + 1
+
+
+def test_set_image_names_the_container_or_refuses(control_plane: ControlPlane, namespace: str) -> None:
+    from step.errors import SpecError  # noqa: PLC0415
+
+    plane = control_plane
+    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
+    plane.wait_ready(namespace, revision="podinfo-00001")
+    router = _router(plane, namespace)
+    with pytest.raises(SpecError, match='has no container named "sidecar"'):
+        router.set_image(image=f"{IMAGE}:6.0.1", container="sidecar")
+    view = router.set_image(image=f"{IMAGE}:6.0.0", container=None)  # unchanged: no new revision
+    assert view.latest_created_revision == "podinfo-00001"
