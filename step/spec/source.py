@@ -18,6 +18,8 @@ from step.spec.problems import JsonPath, Problem
 
 # Kubernetes stores an object in etcd within about 1.5 MB; a spec file is a few kilobytes.
 MAX_FILE_BYTES = 1024 * 1024
+# libyaml's parser when PyYAML was built with it (it keeps the marks that give us lines), else PyYAML's.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Bounds the work on anchors and aliases (a "billion laughs" file stays small on disk).
 MAX_NODES = 100_000
 
@@ -81,14 +83,11 @@ def parse_documents(raw: bytes, *, file: str) -> tuple[list[Document], list[Prob
         line = raw[: exc.start].count(b"\n") + 1
         return [], [Problem(file=file, line=line, path=(), message="is not UTF-8 text")]
     try:
-        nodes = list(_compose_all(text))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        what = " ".join(x for x in (exc.context, exc.problem) if x)
-        return [], [Problem(file=file, line=line, path=(), message=f"invalid YAML: {what}")]
-    except yaml.YAMLError as exc:
-        return [], [Problem(file=file, line=0, path=(), message=f"invalid YAML: {exc}")]
+        nodes = list(_compose_all(text, _Loader))
+    except yaml.YAMLError:
+        nodes = None
+    if nodes is None:
+        return [], [_parse_problem(text, file=file)]
 
     documents: list[Document] = []
     problems: list[Problem] = []
@@ -101,7 +100,7 @@ def parse_documents(raw: bytes, *, file: str) -> tuple[list[Document], list[Prob
             problems.extend(walker.problems)
             continue
         try:
-            data = yaml.SafeLoader(text).construct_document(node)
+            data = _Loader(text).construct_document(node)
         except yaml.YAMLError as exc:
             problems.append(
                 Problem(file=file, line=node.start_mark.line + 1, path=(), message=f"invalid YAML: {exc}")
@@ -128,8 +127,23 @@ def parse_documents(raw: bytes, *, file: str) -> tuple[list[Document], list[Prob
     return documents, problems
 
 
-def _compose_all(text: str) -> Iterator[yaml.Node]:
-    loader = yaml.SafeLoader(text)
+def _parse_problem(text: str, *, file: str) -> Problem:
+    """The parse error as PyYAML's own parser words it (libyaml's words differ; ours stay the same)."""
+    try:
+        for _ in _compose_all(text, yaml.SafeLoader):
+            pass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        return Problem(file=file, line=line, path=(), message=f"invalid YAML: {what}")
+    except yaml.YAMLError as exc:
+        return Problem(file=file, line=0, path=(), message=f"invalid YAML: {exc}")
+    return Problem(file=file, line=0, path=(), message="invalid YAML")
+
+
+def _compose_all(text: str, loader_class: type[yaml.SafeLoader]) -> Iterator[yaml.Node]:
+    loader = loader_class(text)
     try:
         while loader.check_node():
             node = loader.get_node()
