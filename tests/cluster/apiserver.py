@@ -71,6 +71,13 @@ class ApiError(ApiServerError):
         super().__init__(f"{what}: HTTP {status}: {body.get('message', body)}")
 
 
+class _PortTakenError(ApiServerError):
+    """A port chosen as free was taken by someone else before our process bound it; worth a retry."""
+
+
+PORT_ATTEMPTS = 3
+
+
 def _free_ports(count: int) -> list[int]:
     # Hold all sockets open until every port is chosen, so that the same port is not handed out twice.
     sockets = []
@@ -135,7 +142,7 @@ def _spawn(command: list[str], log_file: Path) -> subprocess.Popen[bytes]:
     # util-linux's setpriv (essential on Debian) sets the death signal and execs, so the pid is the
     # server's; it avoids a preexec_fn, which can deadlock when the parent already runs other threads.
     setpriv = shutil.which("setpriv")
-    with log_file.open("ab") as log:
+    with log_file.open("wb") as log:  # a retry after a port clash starts a fresh log
         if setpriv is not None:
             return subprocess.Popen(
                 [setpriv, "--pdeathsig", "KILL", "--", *command],
@@ -378,7 +385,8 @@ def _wait(
         for name, process in processes.items():
             if process.poll() is not None:
                 tails = "\n".join(f"--- last lines of {log} ---\n{_tail(log)}" for log in logs)
-                raise ApiServerError(f"{what}: {name} exited with code {process.returncode}\n{tails}")
+                error = _PortTakenError if "address already in use" in tails else ApiServerError
+                raise error(f"{what}: {name} exited with code {process.returncode}\n{tails}")
         if ready():
             return
         if time.monotonic() > deadline:
@@ -428,11 +436,26 @@ def start_apiserver(workdir: Path, *, binaries: Binaries | None = None) -> ApiSe
     token_file = pki / "tokens.csv"
     token_file.write_text(f'{admin_token},canary-step-admin,canary-step-admin,"system:masters"\n')
     token_file.chmod(0o600)
+    _install_cleanup()
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            server = _start_processes(workdir, found=found, admin_token=admin_token, token_file=token_file)
+        except _PortTakenError:
+            if attempt == PORT_ATTEMPTS:
+                raise
+            shutil.rmtree(workdir / "etcd-data", ignore_errors=True)
+        else:
+            with _live_lock:
+                _live.add(server)
+            return server
+    raise AssertionError("unreachable")
+
+
+def _start_processes(workdir: Path, *, found: Binaries, admin_token: str, token_file: Path) -> ApiServer:
+    pki = workdir / "pki"
     etcd_client, etcd_peer, secure_port = _free_ports(3)
     etcd_log, apiserver_log = workdir / "etcd.log", workdir / "kube-apiserver.log"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-
-    _install_cleanup()
     etcd = _spawn(
         [
             str(found.etcd),
@@ -499,7 +522,7 @@ def start_apiserver(workdir: Path, *, binaries: Binaries | None = None) -> ApiSe
     kubeconfig = _write_kubeconfig(
         workdir / "admin.kubeconfig", url=url, ca_file=pki / "ca.crt", token=admin_token, user="admin"
     )
-    server = ApiServer(
+    return ApiServer(
         workdir=workdir,
         url=url,
         ca_file=pki / "ca.crt",
@@ -508,9 +531,6 @@ def start_apiserver(workdir: Path, *, binaries: Binaries | None = None) -> ApiSe
         etcd=etcd,
         kube_apiserver=kube_apiserver,
     )
-    with _live_lock:
-        _live.add(server)
-    return server
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster import binaries
+from tests.cluster import apiserver, binaries
 from tests.cluster.apiserver import ApiServer, ApiServerError, start_apiserver
 from tests.cluster.binaries import Binaries, BinaryError
 from tests.cluster.crds import flagger_crds, install_crds
@@ -478,6 +479,28 @@ def test_an_interrupted_run_leaves_no_process_behind(tmp_path: Path, signum: sig
                 time.sleep(0.05)
         finally:
             child.kill()
+
+
+@pytest.mark.cluster
+def test_a_port_taken_between_choosing_and_binding_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        real_free_ports = apiserver._free_ports
+        calls: list[int] = []
+
+        def clash_first(count: int) -> list[int]:
+            calls.append(count)
+            return [taken, *real_free_ports(count - 1)] if len(calls) == 1 else real_free_ports(count)
+
+        monkeypatch.setattr(apiserver, "_free_ports", clash_first)
+
+        with start_apiserver(tmp_path) as server:
+            assert server.request("GET", "/readyz")[0] == 200
+        assert len(calls) == 2  # etcd could not bind the taken port; the second choice worked
 
 
 @pytest.mark.cluster
