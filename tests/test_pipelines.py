@@ -13,8 +13,10 @@ import importlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,16 +43,16 @@ TEKTON_RESULTS_DIR = "/tekton/results"
 # The options of `canary-step run`, as the brief for issue 4 lists them. Used only while step.cli.run
 # does not exist; once it does, the tests read the real command instead.
 DOCUMENTED_RUN_OPTIONS = {
-    "canary_ref",
+    "canary-ref",
     "kubeconfig",
     "context",
     "namespace",
-    "metrics_server",
+    "metrics-server",
     "image",
     "container",
-    "results_dir",
+    "results-dir",
     "report",
-    "log_format",
+    "log-format",
     "timeout",
 }
 
@@ -125,19 +127,20 @@ def _action() -> dict[str, Any]:
 
 
 def _run_option_envvars() -> dict[str, str]:
-    """CANARY_STEP_* variable -> option name of `canary-step run`."""
+    """CANARY_STEP_* variable -> long option of `canary-step run` (without the dashes)."""
     try:
         run: click.Command = importlib.import_module("step.cli.run").run
     except ImportError:
-        return {f"CANARY_STEP_{n.upper()}": n for n in DOCUMENTED_RUN_OPTIONS}
+        return {"CANARY_STEP_" + n.upper().replace("-", "_"): n for n in DOCUMENTED_RUN_OPTIONS}
     out: dict[str, str] = {}
     for param in run.params:
-        if not isinstance(param, click.Option) or param.name is None:
+        if not isinstance(param, click.Option) or param.name is None or param.name == "help":
             continue
+        long_name = max(param.opts, key=len).lstrip("-")
         names = param.envvar if isinstance(param.envvar, list | tuple) else [param.envvar]
-        names = [n for n in names if n] or [f"CANARY_STEP_{param.name.upper()}"]
+        names = [n for n in names if n] or ["CANARY_STEP_" + long_name.upper().replace("-", "_")]
         for n in names:
-            out[n] = param.name
+            out[n] = long_name
     return out
 
 
@@ -161,9 +164,7 @@ def test_action_inputs_mirror_the_cli() -> None:
     env = action["runs"]["env"]
     options = set(_run_option_envvars().values())
     # every option of `run` is an input, spelt as on the command line
-    assert {o.replace("_", "-") for o in options} <= set(inputs), sorted(
-        {o.replace("_", "-") for o in options} - set(inputs)
-    )
+    assert options <= set(inputs), sorted(options - set(inputs))
     for name, spec in inputs.items():
         assert spec.get("description"), f"input {name} has no description"
         assert "default" in spec, f"input {name} has no default"
@@ -702,3 +703,147 @@ def test_inline_canary_specs_validate(where: str, text: str, tmp_path: Path) -> 
     spec.write_text(text)
     result = CliRunner().invoke(cli, ["validate", str(spec)])
     assert result.exit_code == 0, f"{where}: {result.output}"
+
+
+# --- each project's own schema ------------------------------------------------------------------------
+#
+# Tekton: tektoncd/pipeline's Go types, decoded strictly and validated with their Validate methods (what
+# Tekton's admission webhook runs), built from tests/pipeline_schemas (Go module proxy).
+# Argo: hera's models of Argo's API (PyPI), plus a round trip that reports fields the models do not know.
+# GitHub: action-validator (npm), which checks action.yml and workflows against SchemaStore's schemas, and
+# actionlint (Go module), which also checks the `uses: ./` step's inputs against action.yml.
+# The tools are installed once under $CANARY_STEP_CACHE/pipeline-schemas.
+
+SCHEMA_TOOLS = ROOT / "tests" / "pipeline_schemas"
+TOOLS_CACHE = (
+    Path(os.environ.get("CANARY_STEP_CACHE", Path.home() / ".cache" / "canary-step")) / "pipeline-schemas"
+)
+HERA = "hera==7.1.0"
+ACTION_VALIDATOR = "@action-validator/cli@0.6.0"
+# actionlint takes a Docker action's `runs.entrypoint` for a file in the repository; ours is /bin/sh in the
+# image, which GitHub's metadata syntax allows ("Overrides the Docker ENTRYPOINT").
+ACTIONLINT_IGNORE = r'file "/bin/sh" does not exist in .* "entrypoint" key in "runs" section'
+
+
+def _tool_run(cmd: list[str | Path], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False, **kw)
+
+
+@pytest.fixture(scope="session")
+def go_tools(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    go = shutil.which("go")
+    assert go, "the Go toolchain is needed to build the Tekton validator and actionlint"
+    out = tmp_path_factory.mktemp("go-tools")
+    tools = {"tekton-validate": ".", "actionlint": "github.com/rhysd/actionlint/cmd/actionlint"}
+    for name, target in tools.items():
+        built = _tool_run([go, "build", "-o", out / name, target], cwd=SCHEMA_TOOLS, timeout=900)
+        assert built.returncode == 0, built.stderr
+    return {name: out / name for name in tools}
+
+
+@pytest.fixture(scope="session")
+def hera_python() -> Path:
+    venv = TOOLS_CACHE / HERA.replace("==", "-")
+    done = venv / ".installed"
+    if not done.exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        made = _tool_run([sys.executable, "-m", "venv", venv], timeout=300)
+        assert made.returncode == 0, made.stderr
+        pip = _tool_run([venv / "bin" / "python", "-m", "pip", "install", "-q", HERA, "PyYAML"], timeout=600)
+        assert pip.returncode == 0, pip.stdout + pip.stderr
+        done.touch()
+    return venv / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def action_validator() -> Path:
+    npm = shutil.which("npm")
+    assert npm, "npm is needed to install action-validator"
+    prefix = TOOLS_CACHE / ACTION_VALIDATOR.replace("/", "-").lstrip("@")
+    exe = prefix / "node_modules" / ".bin" / "action-validator"
+    if not exe.exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        installed = _tool_run(
+            [npm, "install", "--prefix", prefix, "--no-audit", "--no-fund", "--no-save", ACTION_VALIDATOR],
+            timeout=600,
+        )
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+    return exe
+
+
+def _mutated(tmp_path: Path, source: Path, old: str, new: str) -> Path:
+    text = source.read_text()
+    assert old in text, old
+    target = tmp_path / source.name
+    target.write_text(text.replace(old, new, 1))
+    return target
+
+
+def test_tekton_yaml_passes_tektons_own_validation(go_tools: dict[str, Path]) -> None:
+    files = [*TEKTON, ROOT / "argo" / "rbac.yaml"]
+    out = _tool_run([go_tools["tekton-validate"], *files], cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    for kind in ("Task", "Pipeline", "PipelineRun", "ServiceAccount", "Role", "RoleBinding"):
+        assert any(line.endswith(f"/{kind}: valid") for line in lines), f"no valid {kind}: {out.stdout}"
+    assert not [line for line in lines if "skipped" in line]
+
+
+def test_tekton_validation_catches_what_the_webhook_would(go_tools: dict[str, Path], tmp_path: Path) -> None:
+    task = ROOT / "tekton" / "knative-canary.yaml"
+    for old, new, message in (
+        ("$(params.timeout)", "$(params.timeuot)", 'non-existent variable in "$(params.timeuot)"'),
+        ("  workspaces:\n", "  workspacez:\n", 'unknown field "workspacez"'),
+    ):
+        out = _tool_run([go_tools["tekton-validate"], _mutated(tmp_path, task, old, new)])
+        assert out.returncode == 1 and message in out.stdout, out.stdout
+    pipeline = ROOT / "tekton" / "pipeline-example.yaml"
+    out = _tool_run(
+        [
+            go_tools["tekton-validate"],
+            _mutated(tmp_path, pipeline, "      onError: continue\n", "      onError: go\n"),
+        ]
+    )
+    assert out.returncode == 1 and "OnError" in out.stdout, out.stdout
+
+
+def test_argo_yaml_matches_argos_api(hera_python: Path, tmp_path: Path) -> None:
+    checker = SCHEMA_TOOLS / "argo_check.py"
+    out = _tool_run([hera_python, checker, *ARGO], cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert any(line.endswith("WorkflowTemplate: valid") for line in out.stdout.splitlines())
+    assert any(line.endswith(" Workflow: valid") for line in out.stdout.splitlines())
+    example = ROOT / "argo" / "workflow-example.yaml"
+    out = _tool_run([hera_python, checker, _mutated(tmp_path, example, "  continueOn:\n", "  continueon:\n")])
+    assert out.returncode == 1 and "continueon: unknown field" in out.stdout, out.stdout
+    template = ROOT / "argo" / "workflowtemplate.yaml"
+    out = _tool_run([hera_python, checker, _mutated(tmp_path, template, 'limit: "2"', "limit: [2]")])
+    assert out.returncode == 1 and "retryStrategy.limit" in out.stdout, out.stdout
+
+
+def test_action_and_workflow_match_githubs_schemas(action_validator: Path, tmp_path: Path) -> None:
+    for path in (ACTION, E2E):
+        out = _tool_run([action_validator, path], cwd=ROOT)
+        assert out.returncode == 0, out.stdout + out.stderr
+    bad = tmp_path / "action.yml"
+    bad.write_text(ACTION.read_text().replace("using: docker", "using: dockr", 1))
+    out = _tool_run([action_validator, bad])
+    assert out.returncode == 1 and "/runs/using" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_actionlint_accepts_the_e2e_workflow_and_its_use_of_the_action(
+    go_tools: dict[str, Path], tmp_path: Path
+) -> None:
+    lint = [go_tools["actionlint"], "-no-color", "-ignore", ACTIONLINT_IGNORE]
+    out = _tool_run([*lint, E2E.relative_to(ROOT)], cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # A misspelt input of the local action is caught: actionlint reads action.yml for `uses: ./`.
+    bad = ROOT / ".github" / "workflows" / "e2e-kind.bad-input.yaml"
+    try:
+        bad.write_text(
+            E2E.read_text().replace("          report: .e2e/promote-report.json", "          reprt: x", 1)
+        )
+        out = _tool_run([*lint, bad.relative_to(ROOT)], cwd=ROOT)
+    finally:
+        bad.unlink()
+    assert out.returncode == 1 and '"reprt" is not defined' in out.stdout, out.stdout

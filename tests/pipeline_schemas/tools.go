@@ -1,0 +1,7 @@
+//go:build tools
+
+// Pins actionlint, which tests/test_pipelines.py builds from this module to lint the e2e workflow and the
+// local action it uses.
+package main
+
+import _ "github.com/rhysd/actionlint/cmd/actionlint"
