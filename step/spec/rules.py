@@ -49,19 +49,22 @@ def canary_rules(canary: Mapping[str, Any]) -> Iterator[Finding]:
     if target and isinstance(provider, str | None):
         knative = is_knative_target(target)
         if knative and provider != "knative":
-            shown = provider if provider else "no"
-            yield (
-                ("spec", "provider"),
-                (f"can't use {shown} provider with Knative Service as target; set provider: knative"),
-            )
+            if provider:
+                message = (
+                    f"can't use {provider} provider with Knative Service as target; set provider: knative"
+                )
+            else:
+                message = (
+                    "can't use Knative Service as target without provider: knative (Flagger checks "
+                    "spec.provider, not its -mesh-provider flag)"
+                )
+            yield ("spec", "provider"), message
         if not knative and provider == "knative":
-            yield (
-                ("spec", "targetRef"),
-                (
-                    f"can't use {target.get('apiVersion')}/{target.get('kind')} as target if provider is set "
-                    f"to knative; the target must be a {KNATIVE_API_VERSION} Service"
-                ),
+            message = (
+                f"can't use {target.get('apiVersion')}/{target.get('kind')} as target if provider is set "
+                f"to knative; the target must be a {KNATIVE_API_VERSION} Service"
             )
+            yield ("spec", "targetRef"), message
         if knative and "autoscalerRef" in spec:
             yield ("spec", "autoscalerRef"), "can't use autoscaler with Knative Service"
     analysis = _map(spec.get("analysis"))
@@ -72,7 +75,7 @@ def canary_rules(canary: Mapping[str, Any]) -> Iterator[Finding]:
     yield from _unique_names(_list(analysis.get("alerts")), ("spec", "analysis", "alerts"), "alert")
     affinity = _map(analysis.get("sessionAffinity"))
     if affinity.get("cookieName") and affinity.get("cookieName") == affinity.get("primaryCookieName"):
-        yield ("spec", "analysis", "sessionAffinity", "primaryCookieName"), ("must differ from cookieName")
+        yield ("spec", "analysis", "sessionAffinity", "primaryCookieName"), "must differ from cookieName"
 
 
 def _schedule_rules(analysis: Mapping[str, Any], *, skip_analysis: bool) -> Iterator[Finding]:
@@ -83,45 +86,37 @@ def _schedule_rules(analysis: Mapping[str, Any], *, skip_analysis: bool) -> Iter
     steps = [_int(w) for w in _list(raw_steps)]
     given = [k for k in ("iterations", "stepWeight", "stepWeights") if k in analysis]
     if len(given) > 1:
-        yield (
-            (*base, given[1]),
-            (
-                f"{' and '.join(given)} are both set; Flagger's CRD accepts exactly one of iterations, "
-                "stepWeight and stepWeights"
-            ),
+        message = (
+            f"{' and '.join(given)} are both set; Flagger's CRD accepts exactly one of iterations, "
+            "stepWeight and stepWeights"
         )
+        yield (*base, given[1]), message
         return
     previous = 0
     for i, weight in enumerate(steps):
         if weight is None:
             return
         if weight <= previous and i > 0:
-            yield (
-                (*base, "stepWeights", i),
-                (
-                    f"{weight} is not greater than the step before it ({previous}): stepWeights must be "
-                    "strictly ascending"
-                ),
+            message = (
+                f"{weight} is not greater than the step before it ({previous}): stepWeights must be "
+                "strictly ascending"
             )
+            yield (*base, "stepWeights", i), message
             return
         previous = weight
     if skip_analysis:
         return
     if "stepWeight" in analysis and step_weight == 0:
-        yield (
-            (*base, "stepWeight"),
-            ("0 never moves traffic, so the canary can never be promoted; use a step above 0"),
-        )
+        message = "0 never moves traffic, so the canary can never be promoted; use a step above 0"
+        yield (*base, "stepWeight"), message
     elif "iterations" in analysis and iterations == 0:
         yield (*base, "iterations"), "0 iterations never promote; use 1 or more, or a stepWeight"
     elif not given and isinstance(analysis, dict) and analysis:
-        yield (
-            base,
-            (
-                "the weight schedule can never promote: set stepWeight (with maxWeight), stepWeights, or "
-                "iterations"
-            ),
+        message = (
+            "the weight schedule can never promote: set stepWeight (with maxWeight), stepWeights, or "
+            "iterations"
         )
+        yield base, message
 
 
 def _duration_rule(value: Any, path: JsonPath) -> Iterator[Finding]:
@@ -145,10 +140,8 @@ def _metric_rules(metrics: Sequence[Any]) -> Iterator[Finding]:
         bounds = _map(metric.get("thresholdRange"))
         low, high = _num(bounds.get("min")), _num(bounds.get("max"))
         if low is not None and high is not None and low > high:
-            yield (
-                (*base, i, "thresholdRange"),
-                (f"min {bounds['min']} is greater than max {bounds['max']}: no value can pass"),
-            )
+            message = f"min {bounds['min']} is greater than max {bounds['max']}: no value can pass"
+            yield (*base, i, "thresholdRange"), message
         name = metric.get("name")
         if "query" in metric and "templateRef" in metric:
             yield (*base, i), "set either query or templateRef, not both"
@@ -158,13 +151,11 @@ def _metric_rules(metrics: Sequence[Any]) -> Iterator[Finding]:
             and isinstance(name, str)
             and name not in BUILTIN_METRICS
         ):
-            yield (
-                (*base, i, "name"),
-                (
-                    f"{name!r} is not a built-in metric ({', '.join(BUILTIN_METRICS)}): give it a "
-                    "query or a templateRef"
-                ),
+            message = (
+                f"{name!r} is not a built-in metric ({', '.join(BUILTIN_METRICS)}): give it a "
+                "query or a templateRef"
             )
+            yield (*base, i, "name"), message
 
 
 def _webhook_rules(webhooks: Sequence[Any]) -> Iterator[Finding]:
