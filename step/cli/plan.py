@@ -268,7 +268,9 @@ def plan(
       earliest promotion  k*I   (promotion comes on the tick after max weight)
       earliest rollback   N*I with pre-rollout hooks (they can fail on tick 0), else (N+1)*I
       latest rollback     (k+N)*I   (the threshold is checked at the start of a tick)
-    Gates (confirm-*) are assumed open.
+    Gates (confirm-*) are assumed open. Before tick 0, `run` waits up to
+    progressDeadlineSeconds for the canary revision to be Ready and rolls back if
+    it is not (Flagger ignores that deadline for Knative; we honour it).
 
     \b
     stdout: the plan (--output json: the same as one JSON object).
