@@ -50,8 +50,18 @@ class WaitTimeoutError(AssertionError):
     """A condition was not met by its deadline; the message says what was last seen."""
 
 
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Call ``check`` until it returns a truthy value, or raise :class:`WaitTimeoutError` at the deadline."""
+def wait_for(
+    check: Callable[[], Any],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    describe: Callable[[], Any] | None = None,
+) -> Any:
+    """Call ``check`` until it returns a truthy value, or raise :class:`WaitTimeoutError` at the deadline.
+
+    The error shows ``describe()`` (what was last seen) when given, else the last result of ``check``.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -59,7 +69,8 @@ def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: f
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise WaitTimeoutError(f"{what}: not within {timeout} s (last: {last!r})")
+            seen = describe() if describe is not None else last
+            raise WaitTimeoutError(f"{what}: not within {timeout} s; last seen: {seen!r}")
         time.sleep(interval)  # poll interval of a condition wait with a deadline
 
 
@@ -289,8 +300,10 @@ class ControlPlane:
     ) -> Obj:
         """Wait until the Service is Ready at its current generation (and ``revision`` is latestReady)."""
 
+        seen: list[Obj | None] = [None]
+
         def check() -> Obj | None:
-            service = self.knative.get("services", namespace, name)
+            service = seen[0] = self.knative.get("services", namespace, name)
             if service is None:
                 return None
             status = service.get("status") or {}
@@ -302,7 +315,15 @@ class ControlPlane:
                 return None
             return service
 
-        result: Obj = wait_for(check, timeout=timeout, what=f"Knative Service {namespace}/{name} Ready")
+        result: Obj = wait_for(
+            check,
+            timeout=timeout,
+            what=f"Knative Service {namespace}/{name} Ready" + (f" with {revision}" if revision else ""),
+            describe=lambda: {
+                "status": (seen[0] or {}).get("status"),
+                "simulator errors": self.simulator.errors[-3:],
+            },
+        )
         return result
 
     def wait_service(
@@ -316,11 +337,21 @@ class ControlPlane:
     ) -> Obj:
         """Wait until ``predicate(service)`` holds."""
 
+        seen: list[Obj | None] = [None]
+
         def check() -> Obj | None:
-            service = self.knative.get("services", namespace, name)
+            service = seen[0] = self.knative.get("services", namespace, name)
             return service if service is not None and predicate(service) else None
 
-        result: Obj = wait_for(check, timeout=timeout, what=what or f"Knative Service {namespace}/{name}")
+        result: Obj = wait_for(
+            check,
+            timeout=timeout,
+            what=what or f"Knative Service {namespace}/{name}",
+            describe=lambda: {
+                "status": (seen[0] or {}).get("status"),
+                "simulator errors": self.simulator.errors[-3:],
+            },
+        )
         return result
 
     def wait_routed(self, namespace: str, name: str, traffic: list[Obj], *, timeout: float = 10.0) -> None:

@@ -538,7 +538,7 @@ class KnativeSimulator:
         service = self._default(service)
         configuration, route, children_changed = self._reconcile_children(service)
         if children_changed:
-            self._write_service_status(service, configuration, route)  # the OutOfDate interim state
+            service = self._write_service_status(service, configuration, route)  # the OutOfDate interim state
         revisions = self.kube.list("revisions", namespace, label_selector=f"{L_CONFIGURATION}={name}")
         configuration, revisions = self._reconcile_configuration(service, configuration, revisions)
         route = self._reconcile_route(service, route, configuration, revisions)
@@ -913,7 +913,7 @@ class KnativeSimulator:
 
     # -- service status
 
-    def _write_service_status(self, service: Obj, configuration: Obj, route: Obj) -> None:
+    def _write_service_status(self, service: Obj, configuration: Obj, route: Obj) -> Obj:
         meta = service["metadata"]
         status = dict(service.get("status") or {})
         conditions = Conditions(status.get("conditions"), dependents=("ConfigurationsReady", "RoutesReady"))
@@ -954,8 +954,9 @@ class KnativeSimulator:
         conditions.recompute_ready()
         status["conditions"] = conditions.as_list()
         status["observedGeneration"] = meta["generation"]
-        if status != service.get("status"):
-            self.kube.patch_status("services", meta["namespace"], meta["name"], status)
+        if status == service.get("status"):
+            return service
+        return self.kube.patch_status("services", meta["namespace"], meta["name"], status)
 
     @staticmethod
     def _migrated(route: Obj, configuration: Obj) -> bool:
