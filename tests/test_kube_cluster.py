@@ -76,6 +76,26 @@ def test_a_403_names_the_verb_and_the_resource(
         kube.get_secret_data(namespace=namespace, name="prom-auth")
 
 
+def test_without_watch_the_router_says_so(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    plane = control_plane
+    plane.create_podinfo(namespace)
+    plane.wait_ready(namespace, revision="podinfo-00001")
+    kube = _as_service_account(
+        plane,
+        namespace,
+        tmp_path,
+        rules=[{"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["get", "patch"]}],
+    )
+    router = KnativeRouter(
+        kube, namespace=namespace, name="podinfo", clock=MonotonicClock(), converge_timeout=5
+    )
+    request.addfinalizer(router.close)
+    with pytest.raises(Forbidden, match=r'needs verb "watch" on serving\.knative\.dev/services'):
+        router.pin_primary("podinfo-00001")
+
+
 def test_events_are_recorded_on_the_knative_service(control_plane: ControlPlane, namespace: str) -> None:
     plane = control_plane
     created = plane.create_podinfo(namespace)

@@ -6,6 +6,7 @@ is covered in tests/test_kube_cluster.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -28,16 +29,28 @@ def _kube(plane: ControlPlane) -> Kube:
     return connect(kubeconfig=str(plane.kubeconfig), context=None, retry=RetryPolicy(attempts=3, deadline=10))
 
 
+_OPEN: list[KnativeRouter] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_routers() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()  # stops each router's background watch
+
+
 def _router(
     plane: ControlPlane, namespace: str, *, converge_timeout: float = 20.0, kube: Kube | None = None
 ) -> KnativeRouter:
-    return KnativeRouter(
+    router = KnativeRouter(
         kube or _kube(plane),
         namespace=namespace,
         name="podinfo",
         clock=MonotonicClock(),
         converge_timeout=converge_timeout,
     )
+    _OPEN.append(router)
+    return router
 
 
 def _spec_traffic(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
@@ -95,13 +108,15 @@ def test_pin_route_promote_pins_by_revision_name_and_waits_for_status(
     user = {"tag": "blue", "revisionName": "podinfo-00001", "latestRevision": False, "percent": 0}
     plane.patch_service(namespace, "podinfo", {"spec": {"traffic": [*_spec_traffic(plane, namespace), user]}})
 
-    router.observe()  # (a concurrent edit is the next test's subject; here the router has seen it)
+    # (A concurrent edit is the next test's subject; here the router's watch has seen it first.)
+    from tests.cluster import wait_for  # noqa: PLC0415
+
+    wait_for(lambda: any(t.tag == "blue" for t in router.observe().spec_traffic), timeout=10, what="seen")
     before = kube.requests.snapshot()
     view = router.route(primary="podinfo-00001", canary="podinfo-00002", canary_weight=10)
     after = kube.requests.snapshot()
     spent = {verb: after.get(verb, 0) - before.get(verb, 0) for verb in after}
-    assert spent.get("patch") == 1 and spent.get("get", 0) == 0
-    assert sum(spent.values()) <= 3, spent  # one PATCH and (usually) one WATCH
+    assert spent == {"patch": 1, "get": 0, "watch": 0}, spent  # status is awaited on the live watch
 
     assert _spec_traffic(plane, namespace) == [
         {"tag": "primary", "revisionName": "podinfo-00001", "latestRevision": False, "percent": 90},
@@ -140,18 +155,26 @@ def test_a_concurrent_edit_between_read_and_write_is_retried_not_clobbered(
     router.pin_primary("podinfo-00001")
     canary = _new_revision(plane, namespace, router, f"{IMAGE}:6.0.1")
     _ready(plane, router, canary)
-    router.observe()  # the router's last read
-
-    # Someone else edits spec.traffic (and an annotation) after that read, before the router writes.
+    # Someone else edits spec.traffic (and an annotation) after the router read the Service and
+    # built its patch, just before the patch reaches the API server: a hook on the real call.
     user = {"tag": "debug", "revisionName": "podinfo-00001", "latestRevision": False, "percent": 0}
-    plane.patch_service(
-        namespace,
-        "podinfo",
-        {
-            "metadata": {"annotations": {"team": "a"}},
-            "spec": {"traffic": [*_spec_traffic(plane, namespace), user]},
-        },
-    )
+    real_patch = kube.patch_service
+    edits: list[str] = []
+
+    def patch_after_a_concurrent_edit(*, namespace: str, name: str, patch: Any) -> Any:
+        if not edits:
+            edits.append("done")
+            plane.patch_service(
+                namespace,
+                name,
+                {
+                    "metadata": {"annotations": {"team": "a"}},
+                    "spec": {"traffic": [*_spec_traffic(plane, namespace), user]},
+                },
+            )
+        return real_patch(namespace=namespace, name=name, patch=patch)
+
+    kube.patch_service = patch_after_a_concurrent_edit  # type: ignore[method-assign]
     before = kube.requests.snapshot()
     view = router.route(primary="podinfo-00001", canary=canary, canary_weight=20)
     after = kube.requests.snapshot()
@@ -215,9 +238,11 @@ def test_wait_for_change_returns_on_the_next_change_or_at_the_timeout(
     assert clock.now() - start < 5
     assert view.name == "podinfo"
     assert plane.get_service(namespace)["metadata"]["annotations"]["poke"] == "1"
-    watches = kube.requests.snapshot().get("watch", 0)
-    router.wait_for_change(timeout=1)  # nothing changes now: returns after about a second
-    assert kube.requests.snapshot().get("watch", 0) >= watches + 1
+    requests = kube.requests.snapshot()
+    start = clock.now()
+    router.wait_for_change(timeout=0.5)  # nothing changes now: returns at the timeout
+    assert 0.5 <= clock.now() - start < 1.5
+    assert kube.requests.snapshot() == requests  # waiting on the live watch costs no request
 
 
 def test_set_image_names_the_container_or_refuses(control_plane: ControlPlane, namespace: str) -> None:

@@ -5,7 +5,16 @@ per-verb request counter), `RetryPolicy`, and the mapping of API answers to `ste
 Must not: know what a canary is or decide anything about one.
 """
 
-from step.kube.client import JSON_PATCH, MERGE_PATCH, Kube, Obj, RequestCounter, WatchEvent, connect
+from step.kube.client import (
+    JSON_PATCH,
+    MERGE_PATCH,
+    Kube,
+    Obj,
+    RequestCounter,
+    WatchEvent,
+    WatchStream,
+    connect,
+)
 from step.kube.resources import (
     CANARIES,
     EVENTS,
@@ -32,5 +41,6 @@ __all__ = [
     "Resource",
     "RetryPolicy",
     "WatchEvent",
+    "WatchStream",
     "connect",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import math
@@ -58,8 +59,6 @@ JSON_PATCH = "application/json-patch+json"
 
 # Connect and read timeouts for ordinary (non-watch) requests.
 DEFAULT_TIMEOUT = (5.0, 15.0)
-# A watch's read timeout runs this much past the server-side timeoutSeconds.
-WATCH_GRACE_SECONDS = 5.0
 
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
@@ -68,6 +67,41 @@ IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 class WatchEvent:
     type: str  # ADDED, MODIFIED, DELETED, BOOKMARK, ERROR
     object: Obj
+
+
+class WatchStream:
+    """The events of one open watch request; iterate it once. `close()` may be called from any thread."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, *, target: Target, host: str) -> None:
+        self._response = response
+        self._target = target
+        self._host = host
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+        # Unblocks a read in another thread (urllib3 >= 2.3); a finished response needs nothing.
+        with contextlib.suppress(AttributeError, ValueError, RuntimeError, OSError, NotImplementedError):
+            self._response.shutdown()
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        buffer = b""
+        try:
+            for chunk in self._response.stream(65536, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip() and not self._closed:
+                        yield _watch_event(line, target=self._target, host=self._host)
+            if buffer.strip() and not self._closed:
+                yield _watch_event(buffer, target=self._target, host=self._host)
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            # A watch that breaks off (read timeout, reset, closed) simply ends: the caller re-reads
+            # and re-watches within its own deadline.
+            log.debug("watch on %s ended: %s", self._target.describe(), _one_line(err))
+        finally:
+            with contextlib.suppress(Exception):
+                self._response.release_conn()
 
 
 @dataclass
@@ -144,11 +178,13 @@ class Kube:
 
     def watch_service(
         self, *, namespace: str, name: str, resource_version: str, timeout: float
-    ) -> Iterator[WatchEvent]:
+    ) -> WatchStream:
         """Changes to one Service after `resource_version`, for at most `timeout` seconds.
 
-        The iterator ends when the server closes the watch; an `ERROR` event (e.g. 410 Gone when the
-        resource version is too old) is yielded, not raised, so the caller can re-read and re-watch.
+        The iteration ends when the server closes the watch (after `timeout`), when no byte arrived
+        for `timeout` seconds, or when `close()` is called from another thread; an `ERROR` event
+        (e.g. 410 Gone when the resource version is too old) is yielded, not raised, so the caller
+        can re-read and re-watch.
         """
         return self._watch(
             Target(verb="watch", resource=SERVICES, namespace=namespace, name=name),
@@ -344,7 +380,7 @@ class Kube:
             retry_after=parse_retry_after(response.headers.get("Retry-After"), now=time.time()),
         )
 
-    def _watch(self, target: Target, *, resource_version: str, timeout: float) -> Iterator[WatchEvent]:
+    def _watch(self, target: Target, *, resource_version: str, timeout: float) -> WatchStream:
         seconds = max(1, math.ceil(timeout))
         query = {
             "watch": "true",
@@ -358,27 +394,10 @@ class Kube:
             named,
             method="GET",
             query=query,
-            timeout=(self._timeout[0], seconds + WATCH_GRACE_SECONDS),
+            # The read timeout ends a quiet watch at the caller's deadline, not at the next whole second.
+            timeout=(self._timeout[0], max(timeout, 0.05)),
         )
-        return self._stream(response, target=named)
-
-    def _stream(self, response: urllib3.BaseHTTPResponse, *, target: Target) -> Iterator[WatchEvent]:
-        buffer = b""
-        try:
-            for chunk in response.stream(65536, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield _watch_event(line, target=target, host=self.host)
-            if buffer.strip():
-                yield _watch_event(buffer, target=target, host=self.host)
-        except (urllib3.exceptions.HTTPError, OSError) as err:
-            # A watch that breaks off (read timeout, reset) simply ends: the caller re-reads and
-            # re-watches within its own deadline.
-            log.debug("watch on %s ended: %s", target.describe(), _one_line(err))
-        finally:
-            response.release_conn()
+        return WatchStream(response, target=named, host=self.host)
 
 
 def _watch_event(line: bytes, *, target: Target, host: str) -> WatchEvent:
@@ -455,5 +474,6 @@ __all__ = [
     "RequestCounter",
     "Resource",
     "WatchEvent",
+    "WatchStream",
     "connect",
 ]

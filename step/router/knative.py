@@ -3,8 +3,9 @@
 Owns: `KnativeRouter`, the `ports.Router` for a `serving.knative.dev/v1` Service. Every write is a
 JSON patch of `spec.traffic` (and the `flagger.app/primary-revision` annotation when pinning or
 promoting) made conditional by `test` ops on exactly those fields, retried after re-reading when
-someone else changed them. After each write it watches the Service until `status` shows what was
-written (observedGeneration, RoutesReady, status.traffic), or raises `TrafficNotConverged`.
+someone else changed them. The Service is read from one long-running watch (`ServiceWatch`), not
+polled. After each write it waits on that watch until `status` shows what was written
+(observedGeneration, RoutesReady, status.traffic), or raises `TrafficNotConverged`.
 Must not: choose weights or timing, decide promotion or rollback, or import `kubernetes`.
 """
 
@@ -28,6 +29,7 @@ from step.router.traffic import (
     traffic_patch,
     view_of,
 )
+from step.router.watch import ServiceWatch
 from step.spec.model import PRIMARY_REVISION_ANNOTATION
 
 log = logging.getLogger(__name__)
@@ -52,17 +54,20 @@ class KnativeRouter:
         self._name = name
         self._clock = clock
         self._converge_timeout = converge_timeout
-        self._obj: Obj | None = None  # the newest Service object we have seen (read, write or watch)
+        # The newest Service object, kept current by one long-running watch (no polling).
+        self._service = ServiceWatch(kube, namespace=namespace, name=name, clock=clock)
+        self._seen = -1  # the watch's sequence number of the newest view handed out
+
+    def close(self) -> None:
+        """Stop the background watch (the process ending stops it too)."""
+        self._service.close()
 
     # ------------------------------------------------------------------ reading
 
     def observe(self) -> ServiceView:
-        """Read the Service now (one GET)."""
-        return view_of(self._fetch())
-
-    def last_view(self) -> ServiceView:
-        """The newest state seen by a read, write or watch; reads only if nothing was seen yet."""
-        return view_of(self._current())
+        """The Service as it is now: from the live watch, or one GET when no watch is running yet."""
+        obj, self._seen = self._service.snapshot()
+        return view_of(obj)
 
     def revision(self, name: str) -> RevisionState:
         try:
@@ -110,9 +115,9 @@ class KnativeRouter:
                 log.info(
                     "Knative Service %s/%s changed under us, re-reading: %s", self._namespace, self._name, err
                 )
-                self._obj = None
+                self._service.refresh()
                 continue
-            self._obj = written
+            self._service.offer(written)
             return self._await(generation=int(written["metadata"].get("generation") or 0), desired=desired)
         raise Conflict(
             f"Knative Service {self._namespace}/{self._name} kept changing while we wrote its traffic;"
@@ -176,9 +181,9 @@ class KnativeRouter:
             try:
                 written = self._kube.patch_service(namespace=self._namespace, name=self._name, patch=ops)
             except Conflict:
-                self._obj = None
+                self._service.refresh()
                 continue
-            self._obj = written
+            self._service.offer(written)
             return view_of(obj).latest_created_revision, int(written["metadata"].get("generation") or 0)
         raise Conflict(
             f"Knative Service {self._namespace}/{self._name} kept changing while we set its image;"
@@ -191,74 +196,26 @@ class KnativeRouter:
     # ------------------------------------------------------------------ waiting
 
     def wait_for_change(self, *, timeout: float) -> ServiceView:
-        start = _resource_version(self._current())
-
-        def changed(obj: Obj) -> ServiceView | None:
-            return view_of(obj) if _resource_version(obj) != start else None
-
-        found = self._watch_until(changed, timeout=timeout)
-        return found if found is not None else view_of(self._current())
+        """Returns when the Service has changed since the last view this router handed out."""
+        if self._seen < 0:
+            self.observe()
+        seen = self._seen
+        self._service.wait(lambda _obj: self._service.seq > seen, timeout=timeout)
+        return self.observe()
 
     def _watch_until(
         self, check: Callable[[Obj], ServiceView | None], *, timeout: float
     ) -> ServiceView | None:
-        """Watch the Service until `check(obj)` returns a view, or `timeout` passes (then None)."""
-        deadline = self._clock.now() + timeout
-        obj = self._current()
-        found: ServiceView | None = check(obj)
-        if found is not None:
+        """The first view for which `check` holds, from the live watch; None after `timeout`."""
+        found = self._service.wait(check, timeout=timeout)
+        if isinstance(found, ServiceView):
+            self._seen = self._service.seq
             return found
-        resource_version = _resource_version(obj)
-        while (remaining := deadline - self._clock.now()) > 0:
-            events = 0
-            for event in self._kube.watch_service(
-                namespace=self._namespace,
-                name=self._name,
-                resource_version=resource_version,
-                timeout=remaining,
-            ):
-                events += 1
-                if event.type in ("ADDED", "MODIFIED"):
-                    self._obj = event.object
-                    resource_version = _resource_version(event.object)
-                    found = check(event.object)
-                    if found is not None:
-                        return found
-                elif event.type == "BOOKMARK":
-                    resource_version = _resource_version(event.object) or resource_version
-                elif event.type == "DELETED":
-                    raise NotFound(
-                        f"Knative Service {self._namespace}/{self._name} was deleted while we waited on it",
-                        status=404,
-                        verb="watch",
-                        resource="services.serving.knative.dev",
-                    )
-                else:  # ERROR, typically 410 Gone: our resourceVersion is too old; re-read.
-                    events = 0
-                    break
-                if self._clock.now() >= deadline:
-                    break
-            if events == 0 and self._clock.now() < deadline:
-                # The watch ended without news (expired version, or cut off): read afresh.
-                obj = self._fetch()
-                resource_version = _resource_version(obj)
-                found = check(obj)
-                if found is not None:
-                    return found
         return None
 
-    # ------------------------------------------------------------------ cache
-
-    def _fetch(self) -> Obj:
-        self._obj = self._kube.get_service(namespace=self._namespace, name=self._name)
-        return self._obj
-
     def _current(self) -> Obj:
-        return copy.deepcopy(self._obj) if self._obj is not None else copy.deepcopy(self._fetch())
-
-
-def _resource_version(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        """A private copy of the newest Service object (callers edit what they build patches from)."""
+        return copy.deepcopy(self._service.current())
 
 
 def _same_spec(desired: Sequence[TrafficTarget], spec: Sequence[TrafficTarget]) -> bool:
