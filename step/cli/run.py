@@ -254,6 +254,7 @@ class _Run:
         if files:
             try:
                 bundle = self._load_files(files)
+                self._check_supported(bundle)
             except SpecError as err:
                 self._fail_early(err, reason="invalid-spec", bundle=None)
         try:
