@@ -10,6 +10,7 @@ outcome does); import `kubernetes` itself.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -284,8 +285,20 @@ class _Run:
             timeout=timeout,
             consecutive_error_limit=consecutive_error_limit,
         )
-        outcome = driver.run()
+        try:
+            outcome = driver.run()
+        finally:
+            self._close(ports)
         self._finish(outcome, bundle=bundle, timeline=timeline)
+
+    @staticmethod
+    def _close(ports: Ports) -> None:
+        """Stop the router's watch and close HTTP sessions (the process is about to end anyway)."""
+        for part in (ports.router, ports.metrics, ports.webhooks, *ports.template_metrics.values()):
+            close = getattr(part, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
 
     # ------------------------------------------------------------------ inputs
 
