@@ -357,15 +357,35 @@ def _parse_seconds(value: str) -> float | None:
         return None
 
 
+def _epoch(timestamp: str) -> float:
+    try:
+        return (
+            datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ")
+            .replace(tzinfo=datetime.UTC)
+            .timestamp()
+        )
+    except ValueError:
+        return 0.0
+
+
 class Conditions:
-    """knative.dev/pkg's ConditionSet over condition dicts: sorted by type, stable lastTransitionTime."""
+    """knative.dev/pkg's ConditionSet over condition dicts: sorted by type, stable lastTransitionTime.
+
+    ``changed_at`` (type -> precise time of the last change, kept by the caller between passes) stands in for
+    the sub-second lastTransitionTime Knative holds in memory: the stored one has whole seconds, and
+    "the most recently changed unhappy dependent" must not flip between passes within one second.
+    """
 
     def __init__(
-        self, existing: Iterable[Mapping[str, Any]] | None, *, dependents: tuple[str, ...] = ()
+        self,
+        existing: Iterable[Mapping[str, Any]] | None,
+        *,
+        dependents: tuple[str, ...] = (),
+        changed_at: dict[str, float] | None = None,
     ) -> None:
         self._items: dict[str, Obj] = {str(c["type"]): dict(c) for c in existing or []}
         self._dependents = dependents
-        self._changed: set[str] = set()
+        self._changed_at = changed_at if changed_at is not None else {}
         for kind in (*dependents, "Ready") if dependents else ():
             if kind not in self._items:
                 self.set(kind, "Unknown")
@@ -391,7 +411,7 @@ class Conditions:
             return
         new["lastTransitionTime"] = _now()
         self._items[kind] = new
-        self._changed.add(kind)
+        self._changed_at[kind] = time.time()
 
     def copy_from(self, kind: str, source: Mapping[str, Any] | None) -> None:
         if source is None:
@@ -409,8 +429,7 @@ class Conditions:
         unhappy.sort(
             key=lambda d: (
                 d["status"] == "False",
-                d.get("lastTransitionTime", ""),
-                d["type"] in self._changed,
+                self._changed_at.get(d["type"], _epoch(d.get("lastTransitionTime", ""))),
             ),
             reverse=True,
         )
@@ -463,6 +482,7 @@ class KnativeSimulator:
         self.ready_delay = ready_delay
         self.queue = WorkQueue()
         self._ready_at: dict[str, float] = {}
+        self._changed_at: dict[str, dict[str, float]] = {}
         self._services = Informer(api_client, "services", self._on_service)
         self._revisions = Informer(api_client, "revisions", self._on_revision)
         self._worker = threading.Thread(target=self._work, name="knative-sim", daemon=True)
@@ -833,6 +853,7 @@ class KnativeSimulator:
         conditions = Conditions(
             status.get("conditions"),
             dependents=("AllTrafficAssigned", "CertificateProvisioned", "IngressReady"),
+            changed_at=self._changed_at.setdefault(meta["uid"], {}),
         )
         conditions.set(
             "CertificateProvisioned", "True", "TLSNotEnabled", "external-domain-tls is not enabled"
@@ -916,7 +937,11 @@ class KnativeSimulator:
     def _write_service_status(self, service: Obj, configuration: Obj, route: Obj) -> Obj:
         meta = service["metadata"]
         status = dict(service.get("status") or {})
-        conditions = Conditions(status.get("conditions"), dependents=("ConfigurationsReady", "RoutesReady"))
+        conditions = Conditions(
+            status.get("conditions"),
+            dependents=("ConfigurationsReady", "RoutesReady"),
+            changed_at=self._changed_at.setdefault(meta["uid"], {}),
+        )
         cfg_status = configuration.get("status") or {}
         if configuration["metadata"]["generation"] != cfg_status.get("observedGeneration"):
             conditions.set(
