@@ -847,3 +847,157 @@ def test_actionlint_accepts_the_e2e_workflow_and_its_use_of_the_action(
     finally:
         bad.unlink()
     assert out.returncode == 1 and '"reprt" is not defined' in out.stdout, out.stdout
+
+
+# --- each platform's wiring, run for real on the local control plane ----------------------------------
+#
+# What Tekton, Argo and the GitHub runner do before the container starts is substituting variables into
+# the env and starting the script; that is emulated here, then the launcher runs the real canary-step
+# against the local control plane with the shipped RBAC's token. The test then reads the results the way
+# each platform does: Tekton's declared results from the results directory, Argo's outputs.parameters
+# from their valueFrom paths, the action's outputs from $GITHUB_OUTPUT.
+
+PODINFO = "ghcr.io/stefanprodan/podinfo"
+_TEKTON_VAR = re.compile(r"\$\((params|workspaces)\.([A-Za-z0-9_-]+)(?:\.(path))?\)")
+_ARGO_VAR = re.compile(r"\{\{\s*inputs\.parameters\.([A-Za-z0-9_-]+)\s*\}\}")
+_ACTION_VAR = re.compile(r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}")
+
+
+def _read_github_output(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    lines = path.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            end = lines.index(delimiter, i + 1)
+            values[name] = "\n".join(lines[i + 1 : end])
+            i = end + 1
+            continue
+        name, _, value = line.partition("=")
+        values[name] = value
+        i += 1
+    return values
+
+
+@pytest.fixture
+def wired(control_plane: Any, namespace: str, tmp_path: Path) -> dict[str, Any]:
+    """podinfo Ready, the shipped RBAC and the Secret it reads, a token kubeconfig, and a spec file."""
+    from tests.test_rbac import RBAC_FILES, Scenario, _cluster_objects  # noqa: PLC0415 - cluster only
+
+    scenario = Scenario(control_plane, namespace, tmp_path, RBAC_FILES["tekton"])
+    spec = [d for d in _cluster_objects(control_plane, namespace, threshold=5) if d["kind"] != "Secret"]
+    for doc in spec:
+        doc["metadata"]["namespace"] = namespace
+    return {
+        "scenario": scenario,
+        "spec_text": yaml.safe_dump_all(spec, sort_keys=False),
+        "metrics_server": control_plane.prometheus_url,
+        "image": f"{PODINFO}:6.0.1",
+    }
+
+
+def _launch_for_real(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    bindir = str(Path(sys.executable).parent)  # where the canary-step console script is
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CANARY_STEP_", "GITHUB_"))}
+    full = {**base, "PATH": f"{bindir}{os.pathsep}{base['PATH']}", **env}
+    return subprocess.run(
+        ["/bin/sh", "-c", script], env=full, cwd=cwd, capture_output=True, text=True, timeout=180, check=False
+    )
+
+
+def _assert_promoted(
+    wired: dict[str, Any], proc: subprocess.CompletedProcess[str], results: dict[str, str]
+) -> None:
+    scenario = wired["scenario"]
+    assert proc.returncode == 0, proc.stderr
+    assert results["decision"] == "promoted", proc.stderr
+    assert results["primary-revision"] == results["canary-revision"] == "podinfo-00002"
+    assert scenario.annotation() == "podinfo-00002"
+    assert scenario.traffic() == {"podinfo-00002": 100}
+
+
+@pytest.mark.cluster
+def test_tekton_task_runs_as_tekton_would_start_it(wired: dict[str, Any], tmp_path: Path) -> None:
+    spec = _task()["spec"]
+    source, kube, report, results_dir = (tmp_path / d for d in ("source", "kube", "report", "tekton-results"))
+    for d in (source, kube, report, results_dir):
+        d.mkdir()
+    (source / "canary.yaml").write_text(wired["spec_text"])
+    (kube / "kubeconfig").write_text(wired["scenario"].kubeconfig.read_text())
+    params = {p["name"]: p["default"] for p in spec["params"]}
+    params.update(image=wired["image"], **{"metrics-server": wired["metrics_server"]})
+    workspaces = {"source": str(source), "kubeconfig": str(kube), "report": str(report)}
+
+    def substitute(value: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            return params[m.group(2)] if m.group(1) == "params" else workspaces[m.group(2)]
+
+        return _TEKTON_VAR.sub(one, value)
+
+    env = {e["name"]: substitute(e["value"]) for e in spec["steps"][0]["env"]}
+    assert env.pop("CANARY_STEP_RESULTS_DIR") == TEKTON_RESULTS_DIR
+    env["CANARY_STEP_RESULTS_DIR"] = str(results_dir)  # /tekton/results is a mount; here a directory
+    proc = _launch_for_real(spec["steps"][0]["script"], {**env, "TMPDIR": str(tmp_path)}, tmp_path)
+
+    declared = [r["name"] for r in spec["results"]]
+    results = {name: (results_dir / name).read_text() for name in declared}
+    _assert_promoted(wired, proc, results)
+    assert sorted(p.name for p in results_dir.iterdir()) == sorted(declared)
+    # Tekton puts every result of the step into one termination message.
+    assert sum(len(k) + len(v) for k, v in results.items()) < 4096
+    assert results["report"] == str(report / "canary-step-report.json")
+    assert json.loads((report / "canary-step-report.json").read_text())
+
+
+@pytest.mark.cluster
+def test_argo_template_runs_as_argo_would_start_it(wired: dict[str, Any], tmp_path: Path) -> None:
+    template = _argo_template(_workflow_template(), "knative-canary")
+    container = template["container"]
+    params = {p["name"]: p["value"] for p in template["inputs"]["parameters"]}
+    # Inline YAML this time: the spec itself as the `canary` parameter.
+    params.update(
+        canary=wired["spec_text"], image=wired["image"], **{"metrics-server": wired["metrics_server"]}
+    )
+    mount = container["volumeMounts"][0]["mountPath"]  # the emptyDir on /tmp: here a directory
+    pod_tmp = tmp_path / "pod-tmp"
+    pod_tmp.mkdir()
+
+    def in_pod(value: str) -> str:
+        return str(pod_tmp) + value[len(mount) :] if value.startswith(mount + "/") else value
+
+    env = {
+        e["name"]: in_pod(_ARGO_VAR.sub(lambda m: params[m.group(1)], e["value"])) for e in container["env"]
+    }
+    # In the pod, the ServiceAccount token is mounted; here the same token comes as a kubeconfig.
+    env["CANARY_STEP_KUBECONFIG"] = str(wired["scenario"].kubeconfig)
+    proc = _launch_for_real(container["args"][0], {**env, "TMPDIR": str(pod_tmp)}, tmp_path)
+
+    outputs = {p["name"]: Path(in_pod(p["valueFrom"]["path"])) for p in template["outputs"]["parameters"]}
+    missing = [name for name, path in outputs.items() if not path.exists()]
+    assert not missing, f"outputs Argo would fall back to their defaults for: {missing}\n{proc.stderr}"
+    _assert_promoted(wired, proc, {name: path.read_text() for name, path in outputs.items()})
+
+
+@pytest.mark.cluster
+def test_action_runs_as_the_github_runner_would_start_it(wired: dict[str, Any], tmp_path: Path) -> None:
+    action = _action()
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "canary.yaml").write_text(wired["spec_text"])
+    (workspace / "kubeconfig").write_text(wired["scenario"].kubeconfig.read_text())
+    with_ = {"kubeconfig": "kubeconfig", "image": wired["image"], "metrics-server": wired["metrics_server"]}
+    inputs = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()} | with_
+    env = {k: _ACTION_VAR.sub(lambda m: inputs[m.group(1)], v) for k, v in action["runs"]["env"].items()}
+    output, summary = tmp_path / "github_output", tmp_path / "step_summary"
+    output.touch()
+    env |= {"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary), "TMPDIR": str(tmp_path)}
+    assert action["runs"]["args"][0] == "-c"
+    proc = _launch_for_real(action["runs"]["args"][1], env, workspace)
+
+    outputs = _read_github_output(output)
+    assert set(action["outputs"]) <= set(outputs), f"missing outputs: {set(action['outputs']) - set(outputs)}"
+    _assert_promoted(wired, proc, outputs)
+    assert (workspace / "canary-step-report.json").exists(), "the report input is relative to the workspace"
+    assert "promoted" in summary.read_text()
