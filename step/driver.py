@@ -92,6 +92,7 @@ class Ports:
     clock: Clock
     template_metrics: Mapping[tuple[str, str], MetricsProvider] = field(default_factory=dict)  # by (ns, name)
     wall: Callable[[], float] = time.time  # event-hook timestamps only
+    request_count: Callable[[], int] | None = None  # API requests sent so far, for the report
 
 
 def revision_checksum(revision: str) -> str:
@@ -292,13 +293,22 @@ class Driver:
             case Measure(metric=metric, canary_revision=revision):
                 return Measured(metric=metric.name, reading=self._measure(metric, revision))
             case EndTick(record=record):
-                self.timeline.tick(record)
+                self.timeline.tick(record, api_requests=self._requests_since_last_tick())
             case Wait(until=until, wake_on_change=wake):
                 self._wait(until, wake_on_change=wake)
                 return self._observe()
             case Finish():
                 pass
         return None
+
+    def _requests_since_last_tick(self) -> int | None:
+        if self.ports.request_count is None:
+            return None
+        total = self.ports.request_count()
+        delta, self._requests_seen = total - self._requests_seen, total
+        return delta
+
+    _requests_seen = 0
 
     def _wait(self, until: float, *, wake_on_change: bool) -> None:
         clock = self.ports.clock

@@ -389,6 +389,7 @@ class _Run:
             clock=self.clock,
             template_metrics=template_metrics,
             wall=self.clock.wall,
+            request_count=lambda: int(self.kube.requests.total),
         )
 
     # ------------------------------------------------------------------ outputs

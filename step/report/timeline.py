@@ -126,17 +126,22 @@ class Timeline:
     stream: TextIO
     log_format: LogFormat = "text"
     ticks: list[TickRecord] = field(default_factory=list)
+    api_requests: list[int | None] = field(default_factory=list)  # Kubernetes API requests per tick
 
     @property
     def threshold(self) -> int:
         return max(1, self.canary.analysis.threshold)
 
-    def tick(self, record: TickRecord) -> None:
+    def tick(self, record: TickRecord, *, api_requests: int | None = None) -> None:
         self.ticks.append(record)
+        self.api_requests.append(api_requests)
         if self.log_format == "json":
-            self._json({"kind": "tick", **record_json(record)})
+            self._json({"kind": "tick", **record_json(record), "apiRequests": api_requests})
             return
-        lines = [tick_line(record, threshold=self.threshold)]
+        line = tick_line(record, threshold=self.threshold)
+        if api_requests is not None:
+            line += f" | api requests {api_requests}"
+        lines = [line]
         lines += [f"    {e.type:<7} {e.message}" for e in record.events]
         lines += [
             f"    Error   {e}" for e in record.errors if not any(e == ev.message for ev in record.events)
@@ -193,7 +198,10 @@ class Timeline:
                 {"total": sum(api_requests.values()), "byVerb": dict(api_requests)} if api_requests else None
             ),
             **(dict(extra) if extra else {}),
-            "ticks": [record_json(t) for t in self.ticks],
+            "ticks": [
+                {**record_json(t), "apiRequests": n}
+                for t, n in zip(self.ticks, self.api_requests, strict=True)
+            ],
         }
 
 
