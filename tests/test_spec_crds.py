@@ -127,7 +127,8 @@ def test_a_real_api_server_accepts_the_crds_and_prunes_unknown_fields(tmp_path: 
             _, body = api.request(
                 "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/canaries.flagger.app"
             )
-            conditions = {c["type"]: c["status"] for c in body.get("status", {}).get("conditions", [])}
+            status_of = body.get("status") or {}
+            conditions = {c["type"]: c["status"] for c in status_of.get("conditions") or []}
             if conditions.get("Established") == "True":
                 break
             assert time.monotonic() < deadline, body
@@ -137,7 +138,11 @@ def test_a_real_api_server_accepts_the_crds_and_prunes_unknown_fields(tmp_path: 
         canary = yaml.safe_load((ROOT / "examples" / "podinfo-canary.yaml").read_text())
         canary["spec"]["analysis"]["stepweight"] = 10  # a typo the API server drops without a word
         base = "/apis/flagger.app/v1beta1/namespaces/test/canaries"
-        status, created = api.request("POST", base, body=canary)
+        while True:  # the new resource is served a moment after Established
+            status, created = api.request("POST", base, body=canary)
+            if status != 404 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert status == 201, created
         assert "stepweight" not in created["spec"]["analysis"]
         assert created["spec"]["analysis"]["stepWeight"] == 10
