@@ -1001,3 +1001,66 @@ def test_action_runs_as_the_github_runner_would_start_it(wired: dict[str, Any], 
     _assert_promoted(wired, proc, outputs)
     assert (workspace / "canary-step-report.json").exists(), "the report input is relative to the workspace"
     assert "promoted" in summary.read_text()
+
+
+# --- the copy-paste examples in docs/pipelines.md -----------------------------------------------------
+
+DOCS = ROOT / "docs" / "pipelines.md"
+
+
+def _doc_blocks() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+
+
+def _doc_examples() -> list[dict[str, Any]]:
+    return [yaml.safe_load(b) for b in _doc_blocks()]
+
+
+def test_docs_have_an_example_for_each_platform() -> None:
+    kinds = {(d.get("apiVersion"), d.get("kind")) for d in _doc_examples() if "kind" in d}
+    assert ("tekton.dev/v1", "TaskRun") in kinds
+    assert ("argoproj.io/v1alpha1", "Workflow") in kinds
+    workflows = [d for d in _doc_examples() if "jobs" in d]
+    assert len(workflows) == 1
+    steps = [s for job in workflows[0]["jobs"].values() for s in job["steps"]]
+    (use,) = [s for s in steps if str(s.get("uses", "")).startswith("canary-step/canary-step@")]
+    assert use["uses"] == f"canary-step/canary-step@v{step.__version__}"
+    assert set(use["with"]) <= set(_action()["inputs"])
+
+
+def test_docs_examples_pass_each_platforms_checks(
+    go_tools: dict[str, Path], hera_python: Path, tmp_path: Path
+) -> None:
+    task_params = {p["name"] for p in _task()["spec"]["params"]}
+    argo_inputs = {
+        p["name"] for p in _argo_template(_workflow_template(), "knative-canary")["inputs"]["parameters"]
+    }
+    for i, (text, doc) in enumerate(zip(_doc_blocks(), _doc_examples(), strict=True)):
+        path = tmp_path / f"example-{i}.yaml"
+        path.write_text(text)
+        if doc.get("apiVersion", "").startswith("tekton.dev/"):
+            out = _tool_run([go_tools["tekton-validate"], path])
+            assert out.returncode == 0, out.stdout
+            assert {p["name"] for p in doc["spec"]["params"]} <= task_params
+            assert doc["spec"]["taskRef"]["name"] == "knative-canary"
+            (inline,) = [p["value"] for p in doc["spec"]["params"] if p["name"] == "canary"]
+            spec = tmp_path / f"canary-{i}.yaml"
+            spec.write_text(inline)
+            result = CliRunner().invoke(cli, ["validate", str(spec)])
+            assert result.exit_code == 0, result.output
+        elif doc.get("apiVersion", "").startswith("argoproj.io/"):
+            out = _tool_run([hera_python, SCHEMA_TOOLS / "argo_check.py", path])
+            assert out.returncode == 0, out.stdout
+            library = {d["metadata"]["name"]: d for d in _by_kind(ARGO, "WorkflowTemplate")}
+            _check_argo_templates(doc, library)
+            passed = {
+                p["name"]
+                for t in doc["spec"]["templates"]
+                for g in t.get("steps", [])
+                for s in g
+                for p in s.get("arguments", {}).get("parameters", [])
+            }
+            assert passed <= argo_inputs
+        else:
+            out = _tool_run([go_tools["actionlint"], "-no-color", path])
+            assert out.returncode == 0, out.stdout
