@@ -80,7 +80,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -130,7 +130,9 @@ class Kube:
 
     def get(self, plural: str, namespace: str, name: str) -> Obj | None:
         try:
-            found: Obj = self.objects.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            found = cast(
+                Obj, self.objects.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -138,43 +140,41 @@ class Kube:
         return found
 
     def list(self, plural: str, namespace: str, *, label_selector: str = "") -> list[Obj]:
-        answer = self.objects.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, label_selector=label_selector or None
+        answer = cast(
+            Obj,
+            self.objects.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, label_selector=label_selector or None
+            ),
         )
         items: list[Obj] = answer.get("items", [])
         return items
 
     def create(self, plural: str, namespace: str, body: Obj) -> Obj:
-        created: Obj = self.objects.create_namespaced_custom_object(
+        created = self.objects.create_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, body, field_manager=self.field_manager
         )
-        return created
+        return cast(Obj, created)
 
     def replace(self, plural: str, namespace: str, body: Obj) -> Obj:
-        replaced: Obj = self.objects.replace_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            plural,
-            body["metadata"]["name"],
-            body,
-            field_manager=self.field_manager,
+        name = body["metadata"]["name"]
+        replaced = self.objects.replace_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name, body, field_manager=self.field_manager
         )
-        return replaced
+        return cast(Obj, replaced)
 
     def patch(self, plural: str, namespace: str, name: str, body: Obj) -> Obj:
-        patched: Obj = self.objects.patch_namespaced_custom_object(
+        patched = self.objects.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, name, body,
             field_manager=self.field_manager, _content_type=MERGE_PATCH,
         )  # fmt: skip
-        return patched
+        return cast(Obj, patched)
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Obj) -> Obj:
-        patched: Obj = self.objects.patch_namespaced_custom_object_status(
+        patched = self.objects.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, plural, name, {"status": status},
             field_manager=self.field_manager, _content_type=MERGE_PATCH,
         )  # fmt: skip
-        return patched
+        return cast(Obj, patched)
 
     def delete(self, plural: str, namespace: str, name: str) -> None:
         with contextlib.suppress(ApiException):
@@ -231,7 +231,7 @@ class Informer:
             log.exception("informer %s: handler failed", self.plural)
 
     def _list(self) -> str:
-        answer = self._objects.list_cluster_custom_object(GROUP, VERSION, self.plural)
+        answer = cast(Obj, self._objects.list_cluster_custom_object(GROUP, VERSION, self.plural))
         seen = {self._key(item): item for item in answer.get("items", [])}
         with self._lock:
             vanished = [obj for key, obj in self._cache.items() if key not in seen]
@@ -244,7 +244,7 @@ class Informer:
         return version
 
     def _watch(self, resource_version: str) -> Iterator[Obj]:
-        response = self._objects.list_cluster_custom_object(
+        response: Any = self._objects.list_cluster_custom_object(
             GROUP, VERSION, self.plural,
             watch=True, allow_watch_bookmarks=True, resource_version=resource_version,
             timeout_seconds=WATCH_TIMEOUT_S, _preload_content=False,
@@ -633,12 +633,12 @@ class KnativeSimulator:
             and (current_meta.get("annotations") or {}) == annotations
         ):
             return current, False
-        body = copy.deepcopy(current)
-        body["metadata"]["labels"] = labels
-        body["metadata"]["annotations"] = annotations
-        body["spec"] = spec
-        body.pop("status", None)
-        updated = self.kube.replace(plural, meta["namespace"], body)
+        replacement: Obj = copy.deepcopy(current)
+        replacement["metadata"]["labels"] = labels
+        replacement["metadata"]["annotations"] = annotations
+        replacement["spec"] = spec
+        replacement.pop("status", None)
+        updated = self.kube.replace(plural, meta["namespace"], replacement)
         return updated, updated["metadata"]["generation"] != current_meta["generation"]
 
     # -- configuration and revisions
@@ -1002,7 +1002,10 @@ class KnativeSimulator:
 
 def api_client_for(kubeconfig: Path, context: str | None = None) -> client.ApiClient:
     """A kubernetes ApiClient from a kubeconfig file (the admin one from the harness)."""
-    return config.new_client_from_config(config_file=str(kubeconfig), context=context)
+    api_client: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig), context=context
+    )
+    return api_client
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -185,7 +185,7 @@ def test_a_template_patch_yields_the_next_revision_in_knatives_order(
         "podinfo",
         lambda s: (
             (s.get("status") or {}).get("traffic", [{}])[0].get("revisionName") == "podinfo-00001"
-            and _ready((s.get("status") or {})) == "True"
+            and _ready(s.get("status") or {}) == "True"
         ),
     )
     assert service["spec"]["traffic"] == [
@@ -201,11 +201,11 @@ def test_an_invalid_traffic_patch_is_rejected_with_knatives_message(
     with pytest.raises(ApiException) as raised:
         control_plane.patch_service(namespace, "podinfo", {"spec": {"traffic": traffic}})
     assert raised.value.status == 422
-    assert "Traffic targets sum to 150, want 100" in json.loads(raised.value.body)["message"]
+    assert "Traffic targets sum to 150, want 100" in json.loads(raised.value.body or "{}")["message"]
 
 
 @pytest.mark.parametrize(
-    ("image", "status", "message"),
+    "case",
     [
         (
             "ghcr.io/stefanprodan/podinfo:6.0.2-pending",
@@ -219,15 +219,12 @@ def test_an_invalid_traffic_patch_is_rejected_with_knatives_message(
         ),
         (None, "False", 'Revision "podinfo-00002" referenced in traffic not found.'),
     ],
+    ids=["pending", "broken", "missing"],
 )
 def test_status_traffic_keeps_its_last_value_while_a_pinned_revision_is_not_ready(
-    control_plane: ControlPlane,
-    namespace: str,
-    podinfo: dict[str, Any],
-    image: str | None,
-    status: str,
-    message: str,
+    control_plane: ControlPlane, namespace: str, podinfo: dict[str, Any], case: tuple[str | None, str, str]
 ) -> None:
+    image, status, message = case
     plane = control_plane
     if image is not None:
         plane.set_image(namespace, "podinfo", image)
@@ -327,7 +324,7 @@ def test_tagged_targets_get_their_own_host_and_url(
         namespace,
         "podinfo",
         lambda s: (
-            len((s.get("status") or {}).get("traffic", [])) == 2 and _ready((s.get("status") or {})) == "True"
+            len((s.get("status") or {}).get("traffic", [])) == 2 and _ready(s.get("status") or {}) == "True"
         ),
     )
     assert service["status"]["traffic"][1] == {
