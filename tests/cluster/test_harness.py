@@ -26,12 +26,16 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 HEALTHY = "ghcr.io/stefanprodan/podinfo:6.0.1"
 
-# Flagger's rendered request-success-rate query for Knative, verbatim from its knative_test.go
-# (flagger-semantics.md 3.1); the test only swaps in its own namespace/revision.
+# Flagger's rendered request-success-rate and request-duration queries for Knative, verbatim from its
+# knative_test.go (flagger-semantics.md 3.1); the tests only swap in their own namespace/revision.
 FLAGGER_SUCCESS_RATE = (
     ' sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"default/podinfo-00001", '
     'envoy_response_code!~"5.*" }[1m] ) ) / sum( rate( envoy_cluster_upstream_rq{ '
     'envoy_cluster_name=~"default/podinfo-00001", }[1m] ) ) * 100'
+)
+FLAGGER_DURATION = (
+    " histogram_quantile( 0.99, sum( rate( envoy_cluster_upstream_rq_time_bucket{ "
+    'envoy_cluster_name=~"default/podinfo-00001", }[1m] ) ) by (le) )'
 )
 
 
@@ -425,6 +429,30 @@ def test_an_injected_5xx_rate_shows_in_flaggers_success_rate_query(
     )
     queue_proxy_rate = plane.prometheus.query_value(queue_proxy)
     assert queue_proxy_rate is not None and 65 <= queue_proxy_rate <= 75
+
+
+def test_injected_latency_shows_in_flaggers_request_duration_query(
+    control_plane: ControlPlane, namespace: str, podinfo: dict[str, Any]
+) -> None:
+    plane = control_plane
+    plane.set_image(namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.2-fault-latency-300ms")
+    canary = plane.wait_ready(namespace, "podinfo", "podinfo-00002")["status"]["latestCreatedRevisionName"]
+    plane.wait_routed(namespace, "podinfo", plane.get_service(namespace, "podinfo")["status"]["traffic"])
+    hey = f"hey -n 20 -c 4 http://podinfo.{namespace}/"
+    payload = {"name": "podinfo", "namespace": namespace, "metadata": {"type": "cmd", "cmd": hey}}
+    assert _post_json(plane.loadtester_url + "/", payload) == 202
+    cluster = f'envoy_cluster_name="{namespace}/{canary}"'
+    wait_for(
+        lambda: plane.prometheus.query_value(f"sum(envoy_cluster_upstream_rq_time_count{{{cluster}}})") == 20,
+        timeout=30,
+        what="20 timed requests in Prometheus",
+    )
+    duration = plane.prometheus.query_value(
+        FLAGGER_DURATION.replace("default/podinfo-00001", f"{namespace}/{canary}")
+    )
+    # Every request takes 300 ms and a little more, so all fall in Envoy's (250, 500] ms bucket, where
+    # histogram_quantile interpolates p99 to 250 + 0.99 * 250 = 497.5.
+    assert duration is not None and 250 < duration <= 500, duration
 
 
 def test_prometheus_stops_and_starts_again_on_the_same_url(control_plane: ControlPlane) -> None:
