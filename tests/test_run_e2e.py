@@ -490,3 +490,44 @@ def test_metric_template_with_basic_auth(step: Step, password: str, code: int) -
         assert proxy.refused >= 5
         assert result.results["reason"] == "metrics-provider-errors"
         assert step.traffic() == {"podinfo-00001": 100}
+
+
+# ---------------------------------------------------------------- --canary-ref and the Canary status
+
+
+def test_canary_ref_reads_the_canary_and_keeps_its_status(step: Step) -> None:
+    ns = step.namespace
+    canary = yaml.safe_load(
+        yaml.safe_dump(canary_spec(ns, step_weight=50)).replace("LOADTESTER", step.cp.loadtester_url + "/")
+    )
+    status, body = step.cp.api.request(
+        "POST", f"/apis/flagger.app/v1beta1/namespaces/{ns}/canaries", body=canary
+    )
+    assert status == 201, body
+    step.deploy(f"{PODINFO}:6.0.1")
+    step.results_dir.mkdir(exist_ok=True)
+    process = subprocess.run(
+        [
+            CANARY_STEP,
+            "run",
+            "--canary-ref",
+            f"{ns}/podinfo",
+            "--kubeconfig",
+            str(step.cp.kubeconfig),
+            "--metrics-server",
+            step.cp.prometheus_url,
+            "--report",
+            str(step.report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr
+    assert json.loads(process.stdout)["decision"] == "promoted"
+    status, body = step.cp.api.request("GET", f"/apis/flagger.app/v1beta1/namespaces/{ns}/canaries/podinfo")
+    assert status == 200, body
+    assert body["status"]["phase"] == "Succeeded"
+    promoted = [c for c in body["status"]["conditions"] if c["type"] == "Promoted"]
+    assert promoted and promoted[0]["status"] == "True"
