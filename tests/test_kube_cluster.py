@@ -46,7 +46,7 @@ def _as_service_account(
 
 
 def test_a_403_names_the_verb_and_the_resource(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
+    control_plane: ControlPlane, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     plane = control_plane
     plane.create_podinfo(namespace)
@@ -60,7 +60,8 @@ def test_a_403_names_the_verb_and_the_resource(
     router = KnativeRouter(
         kube, namespace=namespace, name="podinfo", clock=MonotonicClock(), converge_timeout=5
     )
-    assert router.observe().latest_created_revision == "podinfo-00001"  # get is allowed
+    request.addfinalizer(router.close)
+    assert router.observe().latest_created_revision == "podinfo-00001"  # get and watch are allowed
 
     with pytest.raises(Forbidden) as caught:
         router.pin_primary("podinfo-00001")
