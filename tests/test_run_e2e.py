@@ -217,7 +217,8 @@ def test_initialization_pins_the_serving_revision(step: Step) -> None:
 def test_seed_promotion(step: Step) -> None:
     ns = step.namespace
     step.deploy(f"{PODINFO}:6.0.1")
-    result = step.run(canary_spec(ns, interval="2s"))
+    events_hook = {"name": "events", "type": "event", "url": "LOADTESTERevents"}
+    result = step.run(canary_spec(ns, interval="2s", webhooks=[events_hook]))
     assert result.code == 0, result.stderr
     assert result.results["decision"] == "promoted"
     assert result.results["canary-revision"] == "podinfo-00002"
@@ -242,6 +243,13 @@ def test_seed_promotion(step: Step) -> None:
         c["query"].startswith(" sum(") or "histogram_quantile" in c["query"] for c in measured
     )
     assert "tick" in result.stderr and "Traffic: 100% on podinfo-00002. Exit 0." in result.stderr
+    # every event also went to the event webhook, with Flagger's payload
+    posted = [c["body"] for c in step.cp.loadtester.calls("/events") if c["body"]["namespace"] == ns]
+    assert [p["metadata"]["eventMessage"] for p in posted] == events[1:], (posted, events)
+    first = posted[0]
+    assert set(first) == {"name", "namespace", "phase", "checksum", "metadata"}
+    assert first["name"] == "podinfo" and first["metadata"]["eventType"] == "Normal"
+    assert first["metadata"]["timestamp"].isdigit()
 
 
 def test_seed_rollback_on_5xx(step: Step) -> None:
