@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # canary-step as a container image: one Flagger-style canary analysis of a Knative Service, run as a
 # pipeline step (Tekton Task, Argo Workflows template, GitHub Docker action).
 #
@@ -10,7 +8,8 @@
 # Stage 1 builds the wheel (as `make wheel` does) and collects wheels for every dependency; the final
 # stage installs them from that directory without an index, without a pip cache and without a compiler
 # (the slim base has none, and none is installed), so a dependency without a wheel fails the build
-# instead of compiling.
+# instead of compiling. `RUN --mount` needs BuildKit (Docker's default builder since 23.0); there is no
+# `# syntax=` line, so no unpinned frontend image is pulled.
 #
 # USER is deliberately left unset: GitHub runs Docker actions as root ("do not use the USER
 # instruction"). The Tekton Task and the Argo template run it as UID 65532 with runAsNonRoot; the image

@@ -230,6 +230,10 @@ def test_dockerfile_base_is_pinned_by_tag_and_digest() -> None:
     (image,) = images
     assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?@sha256:[0-9a-f]{64}", image), image
     assert "latest" not in DOCKERFILE.read_text()
+    # A `# syntax=` directive pulls a frontend image: it would have to be pinned too.
+    for line in DOCKERFILE.read_text().splitlines():
+        if re.match(r"#\s*syntax\s*=", line):
+            assert "@sha256:" in line, line
 
 
 def test_dockerfile_entrypoint_user_and_labels() -> None:
