@@ -838,14 +838,16 @@ def test_actionlint_accepts_the_e2e_workflow_and_its_use_of_the_action(
     out = _tool_run([*lint, E2E.relative_to(ROOT)], cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
     # A misspelt input of the local action is caught: actionlint reads action.yml for `uses: ./`.
-    bad = ROOT / ".github" / "workflows" / "e2e-kind.bad-input.yaml"
-    try:
-        bad.write_text(
-            E2E.read_text().replace("          report: .e2e/promote-report.json", "          reprt: x", 1)
-        )
-        out = _tool_run([*lint, bad.relative_to(ROOT)], cwd=ROOT)
-    finally:
-        bad.unlink()
+    project = tmp_path / "project"
+    (project / ".github" / "workflows").mkdir(parents=True)
+    (project / ".git").mkdir()
+    for name in ("action.yml", "Dockerfile"):
+        shutil.copy(ROOT / name, project / name)
+    bad = project / ".github" / "workflows" / "e2e-kind.yaml"
+    bad.write_text(
+        E2E.read_text().replace("          report: .e2e/promote-report.json", "          reprt: x", 1)
+    )
+    out = _tool_run([*lint, bad.relative_to(project)], cwd=project)
     assert out.returncode == 1 and '"reprt" is not defined' in out.stdout, out.stdout
 
 
