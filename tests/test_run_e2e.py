@@ -539,3 +539,39 @@ def test_canary_ref_reads_the_canary_and_keeps_its_status(step: Step) -> None:
     assert body["status"]["phase"] == "Succeeded"
     promoted = [c for c in body["status"]["conditions"] if c["type"] == "Promoted"]
     assert promoted and promoted[0]["status"] == "True"
+
+
+def test_a_rollback_that_fails_exits_5_and_shows_the_service(step: Step) -> None:
+    """The primary revision disappears mid-analysis: no write can converge, so the restore fails."""
+    ns = step.namespace
+    step.deploy(f"{PODINFO}:6.0.2-fault-5xx-60")
+    step.start(canary_spec(ns, threshold=3), args=("--traffic-timeout", "3s"))
+    wait_for(lambda: step.traffic().get("podinfo-00002", 0) >= 10, timeout=30, what="canary at 10%")
+    step.cp.knative.delete("revisions", ns, "podinfo-00001")
+    result = step.wait(timeout=60)
+    assert result.code == 5, result.stderr
+    assert result.results["decision"] == "failed"
+    assert result.results["reason"] == "rollback-failed"
+    assert "the Knative Service now:" in result.stderr
+    assert "Traffic: possibly split" in result.stderr
+    service = result.report["service"]
+    assert service["primaryRevision"] == "podinfo-00001"
+    assert any(t["revisionName"] == "podinfo-00002" and t["percent"] > 0 for t in service["statusTraffic"])
+
+
+def test_an_unpinned_deploy_is_reported_plainly(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """Nothing pinned a primary before 6.0.1 went out: it already serves all traffic, nothing to analyse."""
+    control_plane.create_podinfo(namespace)
+    control_plane.wait_ready(namespace, "podinfo", "podinfo-00001")
+    control_plane.set_image(namespace, "podinfo", f"{PODINFO}:6.0.1")
+    control_plane.wait_ready(namespace, "podinfo", "podinfo-00002")
+    runner = Step(control_plane, namespace, tmp_path)
+    result = runner.run(canary_spec(namespace))
+    assert result.code == 0, result.stderr
+    assert result.results["decision"] == "initialized"
+    assert result.results["reason"] == "newest-revision-already-serving"
+    assert "No analysis was possible: podinfo-00002 already served all traffic" in result.stderr
+    assert runner.annotation() == "podinfo-00002"
+    assert runner.traffic() == {"podinfo-00002": 100}

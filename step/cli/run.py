@@ -162,6 +162,15 @@ def _canary_ref(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Metric provider errors in a row (Prometheus down, a bad query) that are tolerated; one "
     "more stops the run with decision `failed` (exit 4). Errors are never failed checks.",
 )
+@_opt(
+    "--traffic-timeout",
+    envvar="TRAFFIC_TIMEOUT",
+    metavar="DURATION",
+    callback=_duration,
+    default="60s",
+    help="How long to wait, after each traffic write, for the Service's status to show the split "
+    "(observedGeneration, Ready, status.traffic) before the write counts as failed.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -179,6 +188,7 @@ def run(
     log_format: LogFormat,
     timeout: float | None,
     consecutive_error_limit: int,
+    traffic_timeout: float,
 ) -> None:
     """Run ONE canary analysis of a Knative Service with Flagger's semantics, then promote or roll back.
 
@@ -203,6 +213,7 @@ def run(
         results_dir=results_dir,
         report_path=report_path,
         log_format=log_format,
+        traffic_timeout=traffic_timeout,
     )
     runner.execute(
         files=files,
@@ -228,8 +239,10 @@ class _Run:
         results_dir: str | None,
         report_path: str | None,
         log_format: LogFormat,
+        traffic_timeout: float,
     ) -> None:
         self.ctx = ctx
+        self.traffic_timeout = traffic_timeout
         self.namespace = namespace
         self.results_dir = results_dir
         self.report_path = report_path
@@ -380,7 +393,11 @@ class _Run:
             template_metrics[key] = provider_for(template, secret=secret, default_address=address)
         return Ports(
             router=KnativeRouter(
-                self.kube, namespace=canary.namespace, name=canary.target_name, clock=self.clock
+                self.kube,
+                namespace=canary.namespace,
+                name=canary.target_name,
+                clock=self.clock,
+                converge_timeout=self.traffic_timeout,
             ),
             metrics=builtin_provider(address),
             webhooks=HttpWebhookCaller(clock=self.clock),
