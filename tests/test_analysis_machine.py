@@ -374,9 +374,8 @@ def test_confirm_rollout_holds_in_waiting_then_releases() -> None:
     assert world.run().decision is Decision.PROMOTED
     assert world.hook_calls[:3] == [("gate", "Initialized"), ("gate", "Waiting"), ("gate", "Waiting")]
     assert world.weights[0] == (20, 10)  # nothing moved while the gate was closed
-    assert world.messages()[:4] == [
-        "Halt podinfo.test advancement waiting for approval gate",
-        "Halt podinfo.test advancement waiting for approval gate",
+    assert world.messages()[:3] == [
+        "Halt podinfo.test advancement waiting for approval gate",  # once, on entering Waiting
         "Confirm-rollout check gate passed",
         "New revision detected! Scaling up podinfo.test",
     ]

@@ -234,7 +234,6 @@ Action = (
     | Wait
     | Finish
 )
-REQUESTS = (RunHooks, Measure, Deploy, Wait)
 
 
 def stops_after(kind: WebhookType, result: HookRun) -> bool:
@@ -587,10 +586,10 @@ class _Step:
         assert facts is not None
         for result in ran.results:
             if not result.ok:
-                if self.s.phase is not Phase.WAITING:
+                if self.s.phase is not Phase.WAITING:  # Flagger records the halt once, on entering Waiting
                     self.set(phase=Phase.WAITING)
                     self.status()
-                self.warn(msg.waiting_for_approval(*self.who, result.name))
+                    self.warn(msg.waiting_for_approval(*self.who, result.name))
                 self.end_tick()
                 return
             self.info(msg.confirm_rollout_passed(result.name))
@@ -816,7 +815,7 @@ class _Step:
         self.record_hooks(ran)
         for result in ran.results:
             if not result.ok:
-                self.info(msg.waiting_for_traffic_increase(*self.who, result.name))
+                self.warn(msg.waiting_for_traffic_increase(*self.who, result.name))
                 self.status()
                 self.end_tick()
                 return
