@@ -12,6 +12,7 @@ does), or import `kubernetes` or `click`.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -430,7 +431,7 @@ class Driver:
             self.timeline.note(f"cannot read the Service to show its state: {err}")
             return None if self.view is None else service_state(self.view)
         state = service_state(self.view)
-        self.timeline.note(f"the Knative Service now: {state}")
+        self.timeline.note(f"the Knative Service now: {json.dumps(state, separators=(',', ':'))}")
         return state
 
     def _needs_restore(self) -> bool:
