@@ -113,6 +113,7 @@ class Prometheus:
             )
         )
         self._process: subprocess.Popen[bytes] | None = None
+        self._may_move = 0 if port else 3  # attempts at another port, until the first successful start
         self._lock = threading.Lock()
         atexit.register(self.stop)
 
@@ -170,6 +171,15 @@ class Prometheus:
         while time.monotonic() < deadline:
             process = self._process
             if process is None or process.poll() is not None:
+                if self._may_move and "address already in use" in self.log_tail():
+                    # The free port we picked was taken before Prometheus bound it (parallel runs): move once
+                    # per attempt, only before the first successful start, so the URL never changes later.
+                    self._may_move -= 1
+                    self.port = _free_port()
+                    self.url = f"http://127.0.0.1:{self.port}"
+                    self._process = None
+                    self.start(wait=False)
+                    continue
                 raise PrometheusError(f"prometheus exited ({last}); log tail:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
@@ -177,6 +187,7 @@ class Prometheus:
                         targets = self._get("/api/v1/targets")["data"]["activeTargets"]
                         health = [target.get("health") for target in targets]
                         if health and all(h == "up" for h in health):
+                            self._may_move = 0
                             return
                         last = f"targets {health}"
             except (OSError, urllib.error.URLError, KeyError, ValueError) as error:
