@@ -246,6 +246,7 @@ class Driver:
             now = self._answer_time if isinstance(answer, Observed) else clock.now()
 
     _answer_time: float = 0.0
+    _needs_restore_before = False
 
     def _observe_or_fail(self, action: Action) -> Observation:
         try:
@@ -453,7 +454,11 @@ class Driver:
 
     def _interrupted(self, signum: int) -> Outcome:
         name = signal.Signals(signum).name
-        self.timeline.note(f"{name} received: restoring traffic to the primary")
+        self._needs_restore_before = self._needs_restore()
+        self.timeline.note(
+            f"{name} received: "
+            + ("restoring traffic to the primary" if self._needs_restore_before else "no traffic to restore")
+        )
         failed = self._emergency_restore()
         state = self.state
         error: StepError | None = None
@@ -465,7 +470,8 @@ class Driver:
         primary = state.canary if self.promoted and state else (state.primary if state else None)
         traffic = traffic_of(self.view) if self.view is not None else "untouched"
         message = f"interrupted by {name}" + (" after the promotion" if self.promoted else "")
-        if failed is None and not self.promoted:
+        restored = failed is None and self._needs_restore_before
+        if restored:  # only then is the API known to answer; an event must not delay the exit
             with suppress(StepError):
                 self.ports.events.emit(
                     type="Warning", message=f"canary-step interrupted by {name}; {traffic}"

@@ -4,9 +4,15 @@ server all exit with the contract's code, say why on stderr, and still write eve
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from step.cli import cli
@@ -140,3 +146,83 @@ def test_the_github_outputs_are_written_when_asked(tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert "decision=failed" in lines and "reason=infrastructure-error" in lines
     assert "| decision | `failed` |" in summary.read_text()
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers: an API server that hangs mid-request."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            self.accepted.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+        self.thread.join(timeout=5)
+
+
+def kubeconfig_for(port: int, path: Path) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize("source", ["file", "canary-ref"])
+def test_sigterm_while_an_api_call_hangs_exits_143_with_results(tmp_path: Path, source: str) -> None:
+    """With a file the hang is in the driver's first read; with --canary-ref it is before the driver."""
+    server = SilentServer()
+    try:
+        spec = tmp_path / "canary.yaml"
+        spec.write_text(KNATIVE_CANARY)
+        where = [str(spec)] if source == "file" else ["--canary-ref", "test/podinfo"]
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("canary-step")),
+                "run",
+                *where,
+                "--kubeconfig",
+                str(kubeconfig_for(server.port, tmp_path / "kubeconfig")),
+                "--results-dir",
+                str(tmp_path / "r"),
+                "--report",
+                str(tmp_path / "r.json"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert server.accepted.wait(timeout=30), "canary-step never called the API server"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        server.close()
+    assert process.returncode == 143, stderr
+    assert "Traffic: untouched. Exit 143." in stderr
+    written = results(tmp_path / "r")
+    assert written["decision"] == "failed" and written["reason"] == "interrupted-sigterm"

@@ -14,17 +14,20 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import click
 
 from step.clock import MonotonicClock
 from step.contract import Decision
-from step.driver import Driver, Ports
+from step.driver import Driver, Interrupted, Ports
 from step.errors import NotFound, SpecError, StepError
 from step.kube import RetryPolicy, connect
 from step.metrics.provider import builtin_provider, provider_for
@@ -228,6 +231,24 @@ def run(
     )
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Until the driver takes over: SIGTERM/SIGINT raise `Interrupted`, so the results still get written."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 class _Run:
     """One invocation: builds the dependencies, runs the driver, writes every output, exits."""
 
@@ -272,17 +293,20 @@ class _Run:
             except SpecError as err:
                 self._fail_early(err, reason="invalid-spec", bundle=None)
         try:
-            self.kube = connect(kubeconfig=kubeconfig, context=context, retry=RetryPolicy())
-            if bundle is None:
-                assert canary_ref is not None
-                bundle = self._load_ref(canary_ref)
-            bundle = self._with_cluster_templates(bundle)
-            self._check_supported(bundle)
-            ports = self._ports(bundle, metrics_server=metrics_server)
+            with _interruptible():
+                self.kube = connect(kubeconfig=kubeconfig, context=context, retry=RetryPolicy())
+                if bundle is None:
+                    assert canary_ref is not None
+                    bundle = self._load_ref(canary_ref)
+                bundle = self._with_cluster_templates(bundle)
+                self._check_supported(bundle)
+                ports = self._ports(bundle, metrics_server=metrics_server)
         except SpecError as err:
             self._fail_early(err, reason="invalid-spec", bundle=bundle)
         except StepError as err:
             self._fail_early(err, reason="infrastructure-error", bundle=bundle)
+        except Interrupted as sig:
+            self._interrupted_early(sig.signum, bundle=bundle)
         timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
         timeline.note(
             f"canary-step: analysing Knative Service {bundle.canary.namespace}/{bundle.canary.target_name}"
@@ -437,6 +461,20 @@ class _Run:
         else:
             click.echo(outcome.headline(), err=True)
         self._write(outcome, bundle=bundle, timeline=timeline)
+        self.ctx.exit(int(outcome.exit_code))
+
+    def _interrupted_early(self, signum: int, *, bundle: SpecBundle | None) -> NoReturn:
+        """A signal before the analysis started: nothing moved. Write the results and exit 130/143."""
+        name = signal.Signals(signum).name
+        outcome = Outcome(
+            decision=Decision.FAILED,
+            reason=f"interrupted-{name.lower()}",
+            message=f"interrupted by {name} before the analysis started",
+            signal=signum,
+            traffic="untouched",
+        )
+        click.echo(outcome.headline(), err=True)
+        self._write(outcome, bundle=bundle, timeline=None)
         self.ctx.exit(int(outcome.exit_code))
 
     def _finish(self, outcome: Outcome, *, bundle: SpecBundle, timeline: Timeline) -> NoReturn:
