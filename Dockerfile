@@ -26,7 +26,7 @@ COPY pyproject.toml README.md ./
 COPY step ./step
 RUN python -m pip install "build>=1.2" \
  && python -m build --wheel --outdir /dist . \
- && python -m pip wheel --wheel-dir /wheels /dist/*.whl
+ && python -m pip wheel --only-binary=:all: --wheel-dir /wheels /dist/*.whl
 
 FROM python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 

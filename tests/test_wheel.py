@@ -222,6 +222,45 @@ def _stages() -> list[list[tuple[str, str]]]:
     return stages
 
 
+def _pip_args(subcommand: str, stage: int) -> list[str]:
+    """The arguments of `python -m pip <subcommand> ...` in one stage of the Dockerfile (-1: the last)."""
+    found = []
+    for word, args in _stages()[stage]:
+        if word != "RUN":
+            continue
+        for command in args.split("&&"):
+            words = command.split()
+            if "python" in words and words[words.index("python") :][:4] == [
+                "python",
+                "-m",
+                "pip",
+                subcommand,
+            ]:
+                found.append(words[words.index("python") + 4 :])
+    assert len(found) == 1, f"expected one `pip {subcommand}` in stage {stage}: {found}"
+    return found[0]
+
+
+def test_the_dockerfiles_two_pip_commands_work_here(installed: Installed, tmp_path: Path) -> None:
+    """Stage 1's `pip wheel` and the final stage's index-less `pip install`, with the Dockerfile's own
+    flags, on this machine's platform: every dependency comes as a binary wheel, nothing is compiled."""
+    wheel_args = _pip_args("wheel", 0)
+    assert "--only-binary=:all:" in wheel_args
+    wheels = tmp_path / "wheels"
+    args = [a.replace("/wheels", str(wheels)) for a in wheel_args if not a.startswith("/dist/")]
+    built = _run([installed.python, "-m", "pip", "wheel", *args, installed.wheel], timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert all(p.suffix == ".whl" for p in wheels.iterdir())
+    venv = tmp_path / "image-venv"
+    assert _run([sys.executable, "-m", "venv", venv]).returncode == 0
+    install_args = [a.replace("/wheels", str(wheels)) for a in _pip_args("install", -1)]
+    assert "--no-index" in install_args and install_args[-1] == "canary-step"
+    done = _run([venv / "bin" / "python", "-m", "pip", "install", "-q", *install_args], timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    version = _run([venv / "bin" / "canary-step", "--version"], env=_clean_env(), cwd="/")
+    assert version.returncode == 0 and version.stdout.strip().endswith(step.__version__), version.stderr
+
+
 def test_dockerfile_base_is_pinned_by_tag_and_digest() -> None:
     froms = [args for word, args in _instructions() if word == "FROM"]
     assert len(froms) == 2, "a build stage and a final stage"
