@@ -1002,7 +1002,9 @@ def test_action_runs_as_the_github_runner_would_start_it(wired: dict[str, Any], 
     assert set(action["outputs"]) <= set(outputs), f"missing outputs: {set(action['outputs']) - set(outputs)}"
     _assert_promoted(wired, proc, outputs)
     assert (workspace / "canary-step-report.json").exists(), "the report input is relative to the workspace"
-    assert "promoted" in summary.read_text()
+    text = summary.read_text()
+    assert "promoted" in text
+    assert "```mermaid" in text, "the job summary carries a chart GitHub renders"
 
 
 # --- the copy-paste examples in docs/pipelines.md -----------------------------------------------------
