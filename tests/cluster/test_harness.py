@@ -480,14 +480,16 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_teardown_leaves_no_process_behind(signum: signal.Signals, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.cluster", "--no-seed", "--workdir", str(tmp_path / "plane")],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.cluster", "--no-seed", "--workdir", str(tmp_path / "plane")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
     try:
         assert process.stdout is not None
         ready: dict[str, Any] = {}
@@ -495,7 +497,7 @@ def test_teardown_leaves_no_process_behind(signum: signal.Signals, tmp_path: Pat
             if line.startswith("ready "):
                 ready = json.loads(line[len("ready ") :])
                 break
-        assert ready, "the control plane did not come up"
+        assert ready, f"the control plane did not come up:\n{stderr.read_text()[-3000:]}"
         pids: list[int] = ready["pids"]
         assert len(pids) == 3 and all(_alive(pid) for pid in pids)
         process.send_signal(signum)
