@@ -150,8 +150,14 @@ class Step:
         report = json.loads(self.report.read_text()) if self.report.exists() else {}
         return Result(self.process.returncode, stdout, stderr, results, report)
 
-    def run(self, *docs: dict[str, Any], args: tuple[str, ...] = (), timeout: float = 120) -> Result:
-        self.start(*docs, args=args)
+    def run(
+        self,
+        *docs: dict[str, Any],
+        args: tuple[str, ...] = (),
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+    ) -> Result:
+        self.start(*docs, args=args, env=env)
         return self.wait(timeout)
 
     # ---- the cluster's view
@@ -255,7 +261,9 @@ def test_seed_promotion(step: Step) -> None:
 def test_seed_rollback_on_5xx(step: Step) -> None:
     ns = step.namespace
     step.deploy(f"{PODINFO}:6.0.2-fault-5xx-60")
-    result = step.run(canary_spec(ns, threshold=2))
+    summary, output = step.tmp / "summary.md", step.tmp / "github-output"
+    env = {"GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(output)}
+    result = step.run(canary_spec(ns, threshold=2), env=env)
     assert result.code == 3, result.stderr
     assert result.results["decision"] == "rolled-back"
     assert result.results["reason"] == "failed-checks-threshold"
@@ -267,6 +275,11 @@ def test_seed_rollback_on_5xx(step: Step) -> None:
     assert f"Rolling back podinfo.{ns} failed checks threshold reached 2" in events
     assert events[-1] == f"Canary failed! Scaling down podinfo.{ns}"
     assert "Traffic: 100% on podinfo-00001. Exit 3." in result.stderr
+    # the GitHub job summary and outputs
+    markdown = summary.read_text()
+    assert "```mermaid\nxychart-beta" in markdown and "| decision | `rolled-back` |" in markdown
+    assert "10, 10, 10, 0]" in markdown  # the weight line: held at 10 for two failed checks, then 0
+    assert "decision=rolled-back" in output.read_text().splitlines()
 
 
 def test_latency_fault_is_caught_by_request_duration(step: Step) -> None:
