@@ -127,6 +127,9 @@ def test_events_are_recorded_on_the_knative_service(control_plane: ControlPlane,
         assert event["count"] == 1
     # One GET for the Service's uid, one POST per event.
     assert kube.requests.snapshot() == {"get": 1, "create": 2}
+    # A uid this client has seen already (the router reads the Service first) costs no GET.
+    KubeEventSink(kube, namespace=namespace, service_name="podinfo").emit(type="Normal", message="again")
+    assert kube.requests.snapshot() == {"get": 1, "create": 3}
 
 
 def test_event_errors_are_logged_not_raised(

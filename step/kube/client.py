@@ -141,6 +141,7 @@ class Kube:
         self._timeout = timeout
         self._sleep = sleep
         self.requests = RequestCounter()
+        self._uids: dict[tuple[str, str, str], str] = {}  # (plural, namespace, name) -> uid seen
 
     @property
     def host(self) -> str:
@@ -150,6 +151,10 @@ class Kube:
         self._api.close()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ Knative Service
+
+    def known_uid(self, resource: Resource, *, namespace: str, name: str) -> str | None:
+        """The uid of an object this client has already read or written (no request)."""
+        return self._uids.get((resource.plural, namespace, name))
 
     def get_service(self, *, namespace: str, name: str) -> Obj:
         return self._object(Target(verb="get", resource=SERVICES, namespace=namespace, name=name))
@@ -262,6 +267,10 @@ class Kube:
             ) from None
         finally:
             response.release_conn()
+        if isinstance(decoded, dict) and target.name:
+            uid = (decoded.get("metadata") or {}).get("uid")
+            if isinstance(uid, str) and uid:
+                self._uids[(target.resource.plural, target.namespace, target.name)] = uid
         if not isinstance(decoded, dict):
             raise APIError(
                 f"the API server at {self.host} sent a JSON {type(decoded).__name__} to {target.verb}"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from step.errors import Forbidden, NotFound, StepError
-from step.kube import Kube
+from step.kube import SERVICES, Kube
 from step.ports import CanaryStatus, EventType
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,10 @@ class KubeEventSink:
             )
 
     def _service_uid(self) -> str | None:
-        if not self._uid_looked_up:
+        if self._uid is None:
+            # Usually known already: the router read the Service before anything was worth an event.
+            self._uid = self._kube.known_uid(SERVICES, namespace=self._namespace, name=self._service)
+        if self._uid is None and not self._uid_looked_up:
             self._uid_looked_up = True
             try:
                 service = self._kube.get_service(namespace=self._namespace, name=self._service)
