@@ -226,3 +226,22 @@ def test_sigterm_while_an_api_call_hangs_exits_143_with_results(tmp_path: Path, 
     assert "Traffic: untouched. Exit 143." in stderr
     written = results(tmp_path / "r")
     assert written["decision"] == "failed" and written["reason"] == "interrupted-sigterm"
+
+
+@pytest.mark.parametrize(
+    ("analysis", "field"),
+    [
+        ("{interval: 1s, threshold: 5, iterations: 5}", "spec.analysis.iterations (Blue/Green, A/B)"),
+        ("{interval: 1s, threshold: 5, maxWeight: 50, stepWeight: 10, mirror: true}", "spec.analysis.mirror"),
+    ],
+)
+def test_strategies_knative_cannot_do_are_refused_with_exit_2(
+    tmp_path: Path, analysis: str, field: str
+) -> None:
+    spec = tmp_path / "strategy.yaml"
+    spec.write_text(
+        KNATIVE_CANARY.replace("{interval: 1s, threshold: 5, maxWeight: 50, stepWeight: 10}", analysis)
+    )
+    code, _, err = invoke(str(spec), "--report", str(tmp_path / "r.json"))
+    assert code == 2, err
+    assert f"{field} cannot be honoured for a Knative Service" in err

@@ -397,6 +397,25 @@ class _Run:
             )
         if canary.target_kind != "Service":
             raise SpecError(f"Canary {canary.namespace}/{canary.name}: targetRef must be a Knative Service")
+        # Flagger's Knative path does not do these meaningfully (flagger-semantics.md section 2): Blue/Green
+        # keeps the canary at 0 % (no values found), mirroring loops at weight 0, and a promotion step
+        # writes splits Knative rejects. Refuse them rather than run something other than asked.
+        analysis = canary.analysis
+        unsupported = [
+            field
+            for field, used in (
+                ("spec.analysis.iterations (Blue/Green, A/B)", analysis.iterations > 0),
+                ("spec.analysis.mirror", analysis.mirror),
+                ("spec.analysis.stepWeightPromotion", analysis.step_weight_promotion > 0),
+            )
+            if used
+        ]
+        if unsupported:
+            raise SpecError(
+                f"Canary {canary.namespace}/{canary.name}: {', '.join(unsupported)} cannot be honoured for a "
+                "Knative Service; `canary-step run` does the progressive canary strategy (stepWeight or "
+                "stepWeights) only"
+            )
 
     def _ports(self, bundle: SpecBundle, *, metrics_server: str) -> Ports:
         canary = bundle.canary
