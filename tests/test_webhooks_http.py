@@ -240,3 +240,12 @@ def test_payload_json_omits_empty_metadata() -> None:
         "phase": "Progressing",
         "checksum": "5498f4fcd6",
     }
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/hook", "no-scheme/hook", "http://"])
+def test_an_unusable_url_fails_at_once(url: str) -> None:
+    clock = FakeClock()
+    result = HttpWebhookCaller(clock=clock).call(_webhook(url, retries=3), PAYLOAD)
+    assert result.ok is False and result.status is None and result.attempts == 1
+    assert result.message.startswith(f"POST {url}: ")
+    assert clock.sleeps == []

@@ -94,7 +94,7 @@ class _Attempt:
     body: str
     retry_after: str | None
     error: str  # a connection-level failure, or ""
-    final: bool = False  # a failure go-retryablehttp does not retry (a TLS certificate error)
+    final: bool = False  # a failure go-retryablehttp does not retry (TLS certificate, bad URL)
 
 
 class HttpWebhookCaller:
@@ -155,7 +155,13 @@ class HttpWebhookCaller:
                     verify=not hook.disable_tls,
                     stream=True,
                 )
-        except requests.exceptions.SSLError as err:
+        except (
+            requests.exceptions.SSLError,
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ) as err:
+            # go-retryablehttp does not retry certificate errors or unusable URLs either.
             return _Attempt(None, "", None, " ".join(str(err).split()), final=True)
         except requests.Timeout:
             return _Attempt(None, "", None, f"timeout: no answer within {hook.timeout_seconds:g}s")
