@@ -42,7 +42,9 @@ class InfrastructureError(StepError):
 class APIError(InfrastructureError):
     """The Kubernetes API answered with an error, or could not be reached."""
 
-    def __init__(self, message: str, *, status: int | None = None, verb: str = "", resource: str = "") -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, verb: str = "", resource: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.verb = verb
