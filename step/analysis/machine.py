@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from step.analysis import messages as msg
 from step.analysis.evaluate import Reading, Verdict, judge
@@ -335,7 +335,6 @@ class State:
     hooks: tuple[HookRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
     errors: tuple[str, ...] = ()
-    ticks: tuple[TickRecord, ...] = field(default=())
 
     @property
     def done(self) -> bool:
@@ -448,7 +447,7 @@ class _Step:
             errors=self.s.errors,
         )
         self.actions.append(EndTick(record=record))
-        self.set(ticks=(*self.s.ticks, record), checks=(), hooks=(), events=(), errors=())
+        self.set(checks=(), hooks=(), events=(), errors=())
 
     def finish(
         self, decision: Decision, reason: Reason, message: str, error: StepError | None = None
