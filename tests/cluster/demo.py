@@ -108,8 +108,8 @@ def run_step(plane: ControlPlane, spec: Path, workdir: Path, label: str) -> int:
 
 def main() -> int:
     say("starting the local control plane (kube-apiserver + etcd, Knative simulator, data plane, Prometheus)")
-    with ControlPlane.start() as plane, tempfile.TemporaryDirectory(prefix="canary-step-demo-") as tmp:
-        workdir = Path(tmp)
+    workdir = Path(tempfile.mkdtemp(prefix="canary-step-demo-"))  # kept: the reports are worth reading
+    with ControlPlane.start() as plane:
         print(f"    ready in {plane.started_in:.1f} s; kubeconfig {plane.kubeconfig}", flush=True)
         namespace = plane.create_namespace(SEED_NAMESPACE)
         plane.create_podinfo(namespace)
@@ -132,7 +132,7 @@ def main() -> int:
         print(f"    {traffic(plane, namespace)}", flush=True)
 
     expected = [0, 0, 3]
-    say(f"exit codes {codes} (expected {expected}: initialised, promoted, rolled back)")
+    say(f"exit codes {codes} (expected {expected}: initialised, promoted, rolled back); reports in {workdir}")
     return 0 if codes == expected else 1
 
 
