@@ -521,7 +521,8 @@ def flagger_crds() -> list[Schema] | None:
 
 
 def _established(crd: Schema) -> bool:
-    conditions = crd.get("status", {}).get("conditions", [])
+    # A fresh CRD may have `status: null` or `conditions: null` until the API server fills them in.
+    conditions = (crd.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
