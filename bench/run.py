@@ -36,48 +36,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.cluster import PODINFO_IMAGE, ControlPlane
+from tests.cluster.seed import seed_canary
 
 PODINFO = PODINFO_IMAGE.rsplit(":", 1)[0]
 CANARY_STEP = str(Path(sys.executable).with_name("canary-step"))
-
-
-def seed_canary(namespace: str, loadtester: str, *, interval: float, threshold: int) -> dict[str, Any]:
-    """examples/podinfo-canary.yaml (threshold 15, maxWeight 50, stepWeight 10), interval 1 s."""
-    hey = f"hey -z 5m -q 20 -c 2 http://podinfo.{namespace}/"
-    return {
-        "apiVersion": "flagger.app/v1beta1",
-        "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": namespace},
-        "spec": {
-            "provider": "knative",
-            "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"},
-            "progressDeadlineSeconds": 60,
-            "analysis": {
-                "interval": f"{interval:g}s",
-                "threshold": threshold,
-                "maxWeight": 50,
-                "stepWeight": 10,
-                "metrics": [
-                    {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
-                    {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "1m"},
-                ],
-                "webhooks": [
-                    {
-                        "name": "load-start",
-                        "type": "pre-rollout",
-                        "url": loadtester,
-                        "metadata": {"cmd": hey},
-                    },
-                    {
-                        "name": "load-test",
-                        "url": loadtester,
-                        "timeout": "5s",
-                        "metadata": {"type": "cmd", "cmd": hey},
-                    },
-                ],
-            },
-        },
-    }
 
 
 class TrafficSampler:
@@ -152,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         spec = work / "canary.yaml"
         spec.write_text(
             yaml.safe_dump(
-                seed_canary(namespace, plane.loadtester_url + "/", interval=interval, threshold=threshold)
+                seed_canary(
+                    namespace,
+                    loadtester_url=plane.loadtester_url + "/",
+                    interval=f"{interval:g}s",
+                    threshold=threshold,
+                    load_seconds=300,
+                    rate=20,
+                )
             )
         )
         code, _, _, rss_init = run_step(plane, spec, work / "init.json")

@@ -16,54 +16,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from tests.cluster import PODINFO_IMAGE, SEED_NAMESPACE, ControlPlane
+from tests.cluster.seed import seed_canary
 
 PODINFO = PODINFO_IMAGE.rsplit(":", 1)[0]
 CANARY_STEP = str(Path(sys.executable).with_name("canary-step"))
 INTERVAL = "2s"
-
-
-def seed_canary(namespace: str, loadtester_url: str) -> dict[str, Any]:
-    """examples/podinfo-canary.yaml, with a 2 s interval and the load test also run before the first step."""
-    hey = f"hey -z 2m -q 10 -c 2 http://podinfo.{namespace}/"
-    return {
-        "apiVersion": "flagger.app/v1beta1",
-        "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": namespace},
-        "spec": {
-            "provider": "knative",
-            "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"},
-            "progressDeadlineSeconds": 60,
-            "analysis": {
-                "interval": INTERVAL,
-                "threshold": 5,
-                "maxWeight": 50,
-                "stepWeight": 10,
-                "metrics": [
-                    {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
-                    {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "1m"},
-                ],
-                "webhooks": [
-                    {
-                        "name": "load-start",
-                        "type": "pre-rollout",
-                        "url": loadtester_url,
-                        "metadata": {"cmd": hey},
-                    },
-                    {
-                        "name": "load-test",
-                        "url": loadtester_url,
-                        "timeout": "5s",
-                        "metadata": {"type": "cmd", "cmd": hey},
-                    },
-                ],
-            },
-        },
-    }
 
 
 def say(text: str) -> None:
@@ -116,7 +77,13 @@ def main() -> int:
         plane.wait_ready(namespace, "podinfo", "podinfo-00001")
         say(f"podinfo 6.0.0 is serving in namespace {namespace}; {traffic(plane, namespace)}")
         spec = workdir / "podinfo-canary.yaml"
-        spec.write_text(yaml.safe_dump(seed_canary(namespace, plane.loadtester_url + "/")))
+        spec.write_text(
+            yaml.safe_dump(
+                seed_canary(
+                    namespace, loadtester_url=plane.loadtester_url + "/", interval=INTERVAL, threshold=5
+                )
+            )
+        )
 
         codes = [run_step(plane, spec, workdir, "1-initialize")]
         print(f"    {traffic(plane, namespace)}", flush=True)
