@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from step.cli import cli
+from tests.reference import TEMPLATEREF_CANARY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,7 +200,7 @@ def test_template_metrics_are_rendered_with_their_variables(tmp_path: Path) -> N
 
 
 def test_templates_left_to_the_cluster_have_no_query() -> None:
-    path = "/work/shared/reference/flagger/canaries/test-istio-canary-templateref.yaml"
+    path = TEMPLATEREF_CANARY
     code, out, err = run("--templates-from-cluster", path)
     assert code == 0
     assert "latency: <= 500 over 1m (cluster istio-system/latency; no data: fail)" in out

@@ -15,10 +15,11 @@ from click.testing import CliRunner
 from step.cli import cli
 from step.cli.plan import plan
 from step.cli.validate import validate
+from tests.reference import FLAGGER_CANARIES, TEMPLATEREF_CANARY
 
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = sorted((ROOT / "examples" / "invalid").glob("*.yaml"))
-REFERENCE_CANARIES = sorted(Path("/work/shared/reference/flagger/canaries").glob("*.yaml"))
+REFERENCE_CANARIES = FLAGGER_CANARIES
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +122,7 @@ def test_flaggers_published_canaries_validate_with_templates_left_to_the_cluster
 
 
 def test_options_come_from_the_environment() -> None:
-    path = "/work/shared/reference/flagger/canaries/test-istio-canary-templateref.yaml"
+    path = TEMPLATEREF_CANARY
     assert run(path)[0] == 2
     assert run(path, env={"CANARY_STEP_TEMPLATES_FROM_CLUSTER": "1"})[0] == 0
     code, out, _ = run("examples/podinfo-canary.yaml", env={"CANARY_STEP_OUTPUT": "json"})

@@ -11,10 +11,11 @@ from step.spec.loader import bundle_from_objects, load_bundle, load_files
 from step.spec.model import OnNoData, WebhookType
 from step.spec.problems import InvalidSpecError
 from step.spec.source import MAX_FILE_BYTES, parse_documents
+from tests.reference import FLAGGER_CANARIES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-REFERENCE_CANARIES = sorted(Path("/work/shared/reference/flagger/canaries").glob("*.yaml"))
+REFERENCE_CANARIES = FLAGGER_CANARIES
 
 
 def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:

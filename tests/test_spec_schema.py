@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -12,8 +11,9 @@ import yaml
 
 from step.spec.durations import format_duration, parse_duration
 from step.spec.schema import load_schema
+from tests.reference import FLAGGER
 
-REFERENCE = Path("/work/shared/reference/flagger")
+REFERENCE = FLAGGER
 
 
 def _defs() -> dict[str, Any]:
