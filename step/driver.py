@@ -172,6 +172,26 @@ def service_state(view: ServiceView) -> dict[str, Any]:
     }
 
 
+SignalHandler = Callable[[int, FrameType | None], None]
+
+
+@contextmanager
+def handling_signals(handler: SignalHandler, *, enabled: bool = True) -> Iterator[None]:
+    """SIGTERM and SIGINT go to `handler` inside the block; the previous handlers come back after it.
+
+    Python delivers signals only to the main thread, so elsewhere (and when not `enabled`) this does nothing.
+    """
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler_before in previous.items():
+            signal.signal(s, handler_before)
+
+
 class Driver:
     """Runs one analysis to its outcome. `run()` returns the `Outcome`; it never exits the process."""
 
@@ -497,36 +517,21 @@ class Driver:
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
         def raise_interrupted(signum: int, frame: FrameType | None) -> None:
             first = self._signal_seen is None
             self._signal_seen = signum
             if first:  # a second signal must not cut the restore short
                 raise Interrupted(signum)
 
-        previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
+        with handling_signals(raise_interrupted, enabled=self.handle_signals):
             yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     @contextmanager
     def _deferred_signals(self) -> Iterator[None]:
         """While restoring, a second signal must not cut the restore short: note it and go on."""
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            yield
-            return
 
         def note(signum: int, frame: FrameType | None) -> None:
             self._signal_seen = signum
 
-        previous = {s: signal.signal(s, note) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
+        with handling_signals(note, enabled=self.handle_signals):
             yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)

@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
@@ -27,7 +26,7 @@ import click
 
 from step.clock import MonotonicClock
 from step.contract import Decision
-from step.driver import Driver, Interrupted, Ports
+from step.driver import Driver, Interrupted, Ports, handling_signals
 from step.errors import NotFound, SpecError, StepError
 from step.kube import RetryPolicy, connect
 from step.metrics.provider import builtin_provider, provider_for
@@ -238,15 +237,8 @@ def _interruptible() -> Iterator[None]:
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise Interrupted(signum)
 
-    if threading.current_thread() is not threading.main_thread():
+    with handling_signals(interrupt):
         yield
-        return
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 class _Run:
