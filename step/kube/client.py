@@ -467,22 +467,3 @@ def connect(
 
 def _in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(IN_CLUSTER_TOKEN)
-
-
-__all__ = [
-    "CANARIES",
-    "EVENTS",
-    "JSON_PATCH",
-    "MERGE_PATCH",
-    "METRIC_TEMPLATES",
-    "REVISIONS",
-    "SECRETS",
-    "SERVICES",
-    "Kube",
-    "Obj",
-    "RequestCounter",
-    "Resource",
-    "WatchEvent",
-    "WatchStream",
-    "connect",
-]
