@@ -280,7 +280,16 @@ def test_seed_rollback_on_5xx(step: Step) -> None:
     # the GitHub job summary and outputs
     markdown = summary.read_text()
     assert "```mermaid\nxychart-beta" in markdown and "| decision | `rolled-back` |" in markdown
-    assert "10, 10, 10, 0]" in markdown  # the weight line: held at 10 for two failed checks, then 0
+    # The weight line is the report's weights. The weight stops at the first failed check, is held for
+    # both failed checks (threshold 2), then drops to 0. Which weight it stops at (10 or 20) depends
+    # on whether Prometheus has seen the canary's first 5xx by the first measuring tick.
+    ticks = result.report["ticks"]
+    weights = [tick["canaryWeight"] for tick in ticks]
+    assert f"line [{', '.join(map(str, weights))}]" in markdown
+    first_failure = next(i for i, tick in enumerate(ticks) if tick["failedChecks"] > 0)
+    held = weights[first_failure - 1 : -1]
+    assert len(held) == 3 and len(set(held)) == 1 and held[0] > 0, weights
+    assert weights[-1] == 0, weights
     assert "decision=rolled-back" in output.read_text().splitlines()
 
 
