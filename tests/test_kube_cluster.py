@@ -45,12 +45,11 @@ def _as_service_account(
     return connect(kubeconfig=str(kubeconfig), context=None, retry=RetryPolicy(attempts=3))
 
 
+@pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_a_403_names_the_verb_and_the_resource(
     control_plane: ControlPlane, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     plane = control_plane
-    plane.create_podinfo(namespace)
-    plane.wait_ready(namespace, revision="podinfo-00001")
     kube = _as_service_account(
         plane,
         namespace,
@@ -77,12 +76,11 @@ def test_a_403_names_the_verb_and_the_resource(
         kube.get_secret_data(namespace=namespace, name="prom-auth")
 
 
+@pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_without_watch_the_router_says_so(
     control_plane: ControlPlane, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     plane = control_plane
-    plane.create_podinfo(namespace)
-    plane.wait_ready(namespace, revision="podinfo-00001")
     kube = _as_service_account(
         plane,
         namespace,

@@ -79,12 +79,11 @@ def _ready(plane: ControlPlane, router: KnativeRouter, revision: str) -> None:
     )
 
 
+@pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_pin_route_promote_pins_by_revision_name_and_waits_for_status(
     control_plane: ControlPlane, namespace: str
 ) -> None:
     plane = control_plane
-    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
-    plane.wait_ready(namespace, revision="podinfo-00001")
     kube = _kube(plane)
     router = _router(plane, namespace, kube=kube)
 
@@ -144,12 +143,11 @@ def test_pin_route_promote_pins_by_revision_name_and_waits_for_status(
     assert view.weight_of("podinfo-00002") == 100
 
 
+@pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_a_concurrent_edit_between_read_and_write_is_retried_not_clobbered(
     control_plane: ControlPlane, namespace: str
 ) -> None:
     plane = control_plane
-    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
-    plane.wait_ready(namespace, revision="podinfo-00001")
     kube = _kube(plane)
     router = _router(plane, namespace, kube=kube)
     router.pin_primary("podinfo-00001")
@@ -186,12 +184,11 @@ def test_a_concurrent_edit_between_read_and_write_is_retried_not_clobbered(
     assert plane.get_service(namespace)["metadata"]["annotations"]["team"] == "a"
 
 
+@pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_a_broken_canary_never_converges_and_the_primary_can_be_restored(
     control_plane: ControlPlane, namespace: str
 ) -> None:
     plane = control_plane
-    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
-    plane.wait_ready(namespace, revision="podinfo-00001")
     router = _router(plane, namespace, converge_timeout=3.0)
     router.pin_primary("podinfo-00001")
     broken = _new_revision(plane, namespace, router, f"{IMAGE}:6.0.2-broken")
@@ -220,12 +217,11 @@ def test_a_broken_canary_never_converges_and_the_primary_can_be_restored(
     ]
 
 
+@pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_wait_for_change_returns_on_the_next_change_or_at_the_timeout(
     control_plane: ControlPlane, namespace: str
 ) -> None:
     plane = control_plane
-    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
-    plane.wait_ready(namespace, revision="podinfo-00001")
     kube = _kube(plane)
     router = _router(plane, namespace, kube=kube)
     router.pin_primary("podinfo-00001")
@@ -245,12 +241,11 @@ def test_wait_for_change_returns_on_the_next_change_or_at_the_timeout(
     assert kube.requests.snapshot() == requests  # waiting on the live watch costs no request
 
 
+@pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_set_image_names_the_container_or_refuses(control_plane: ControlPlane, namespace: str) -> None:
     from step.errors import SpecError  # noqa: PLC0415
 
     plane = control_plane
-    plane.create_podinfo(namespace, image=f"{IMAGE}:6.0.0")
-    plane.wait_ready(namespace, revision="podinfo-00001")
     router = _router(plane, namespace)
     with pytest.raises(SpecError, match='has no container named "sidecar"'):
         router.set_image(image=f"{IMAGE}:6.0.1", container="sidecar")
