@@ -131,12 +131,19 @@ class KnativeRouter:
         def done(obj: Obj) -> ServiceView | None:
             return converged(obj, generation=generation, desired=desired)
 
-        found = self._watch_until(done, timeout=self._converge_timeout)
+        return self._watch_or_fail(
+            done,
+            failure=f" did not show the traffic we wrote within {self._converge_timeout:g}s:"
+            f" asked {describe_traffic(desired)} at generation {generation}",
+        )
+
+    def _watch_or_fail(self, predicate: Callable[[Obj], ServiceView | None], *, failure: str) -> ServiceView:
+        """The first view the watch finds `predicate` true of, or TrafficNotConverged with what it shows."""
+        found = self._watch_until(predicate, timeout=self._converge_timeout)
         if found is not None:
             return found
         raise TrafficNotConverged(
-            f"Knative Service {self._namespace}/{self._name} did not show the traffic we wrote within"
-            f" {self._converge_timeout:g}s: asked {describe_traffic(desired)} at generation {generation};"
+            f"Knative Service {self._namespace}/{self._name}{failure};"
             f" it shows {describe_view(view_of(self._current()))}"
         )
 
@@ -153,13 +160,10 @@ class KnativeRouter:
             fresh = view.latest_created_revision not in (None, before)
             return view if view.observed_generation >= generation and fresh else None
 
-        found = self._watch_until(created, timeout=self._converge_timeout)
-        if found is not None:
-            return found
-        raise TrafficNotConverged(
-            f"Knative Service {self._namespace}/{self._name}: no new revision appeared within"
-            f" {self._converge_timeout:g}s of setting the image to {image};"
-            f" it shows {describe_view(view_of(self._current()))}"
+        return self._watch_or_fail(
+            created,
+            failure=f": no new revision appeared within {self._converge_timeout:g}s"
+            f" of setting the image to {image}",
         )
 
     def _write_image(self, *, image: str, container: str | None) -> tuple[str | None, int] | None:
