@@ -186,7 +186,7 @@ class ControlPlane:
         self._stoppers.append(self.api.stop)
         self.kubeconfig = self.api.kubeconfig
         self._mark(started, "apiserver")
-        install_crds(self.api, log=lambda _message: None)
+        install_crds(self.api)
         self._mark(started, "crds")
 
         dataplane_client = api_client_for(self.kubeconfig)

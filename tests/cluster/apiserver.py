@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.monotonic()
                 server = start_apiserver(Path(workdir), binaries=found)
                 ready = time.monotonic()
-                install_crds(server, log=lambda _message: None)
+                install_crds(server)
                 installed = time.monotonic()
                 server.stop()
                 stopped = time.monotonic()

@@ -36,7 +36,7 @@ MERGE_PATCH = "application/merge-patch+json"
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     with start_apiserver(tmp_path_factory.mktemp("apiserver")) as server:
-        install_crds(server, log=lambda _message: None)
+        install_crds(server)
         yield server
 
 
@@ -316,8 +316,6 @@ def _table(api: ApiServer, path: str) -> dict[str, Any]:
 @pytest.mark.cluster
 def test_flagger_crds_come_from_the_projects_schema(api: ApiServer) -> None:
     generated = flagger_crds()
-    if generated is None:
-        pytest.skip("step.spec.crds (the generator from the project's JSON Schema) does not exist yet")
     names = {crd["metadata"]["name"] for crd in generated}
     assert names == {"canaries.flagger.app", "metrictemplates.flagger.app", "alertproviders.flagger.app"}
 
@@ -339,8 +337,6 @@ PLURALS = {
     "example", ["podinfo-ksvc.yaml", "podinfo-canary.yaml", "podinfo-canary-basic-auth.yaml"]
 )
 def test_the_examples_are_stored_without_pruning(api: ApiServer, namespace: str, example: str) -> None:
-    if flagger_crds() is None and example != "podinfo-ksvc.yaml":
-        pytest.skip("step.spec.crds does not exist yet")
     for document in yaml.safe_load_all((REPO / "examples" / example).read_text()):
         group_version = document["apiVersion"]
         prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"

@@ -20,7 +20,6 @@ Must not: start processes (that is ``tests.cluster.apiserver``), or change objec
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -508,15 +507,11 @@ def knative_crds() -> list[Schema]:
     ]
 
 
-def flagger_crds() -> list[Schema] | None:
-    """Canary, MetricTemplate, AlertProvider from ``step.spec.crds.generate_crds()``; None until it exists."""
-    try:
-        module = importlib.import_module("step.spec.crds")
-    except ModuleNotFoundError as error:
-        if error.name not in ("step.spec.crds", "step.spec", "step"):
-            raise
-        return None
-    crds: list[Schema] = module.generate_crds()
+def flagger_crds() -> list[Schema]:
+    """Canary, MetricTemplate, AlertProvider from ``step.spec.crds.generate_crds()``."""
+    from step.spec.crds import generate_crds  # noqa: PLC0415 - the harness imports step only here
+
+    crds: list[Schema] = generate_crds()
     return crds
 
 
@@ -526,19 +521,11 @@ def _established(crd: Schema) -> bool:
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
-def install_crds(api: ApiServer, *, log: Callable[[str], None] | None = None) -> list[str]:
+def install_crds(api: ApiServer) -> list[str]:
     """Create (or replace) every CRD and wait until each is Established; returns their names."""
     from tests.cluster.apiserver import ApiError, ApiServerError  # noqa: PLC0415 - avoid an import cycle
 
-    def say(message: str) -> None:
-        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(message)
-
-    manifests = knative_crds()
-    flagger = flagger_crds()
-    if flagger is None:
-        say("install_crds: step.spec.crds is not there yet; skipping the flagger.app CRDs")
-    else:
-        manifests += flagger
+    manifests = knative_crds() + flagger_crds()
     base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     names = []
     for manifest in manifests:

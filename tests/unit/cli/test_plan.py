@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from step.cli import cli
 from tests.reference import TEMPLATEREF_CANARY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 SEED_PLAN = """\
 Canary test/podinfo: serving.knative.dev/v1 Service podinfo, provider knative

@@ -30,7 +30,7 @@ import step
 from step.cli import cli
 from step.contract import RESULT_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEKTON = sorted((ROOT / "tekton").glob("*.yaml"))
 ARGO = sorted((ROOT / "argo").glob("*.yaml"))
 ACTION = ROOT / "action.yml"
@@ -886,7 +886,7 @@ def _read_github_output(path: Path) -> dict[str, str]:
 @pytest.fixture
 def wired(control_plane: Any, namespace: str, tmp_path: Path) -> dict[str, Any]:
     """podinfo Ready, the shipped RBAC and the Secret it reads, a token kubeconfig, and a spec file."""
-    from tests.test_rbac import RBAC_FILES, Scenario, _cluster_objects  # noqa: PLC0415 - cluster only
+    from tests.e2e.test_rbac import RBAC_FILES, Scenario, _cluster_objects  # noqa: PLC0415 - cluster only
 
     scenario = Scenario(control_plane, namespace, tmp_path, RBAC_FILES["tekton"])
     spec = [d for d in _cluster_objects(control_plane, namespace, threshold=5) if d["kind"] != "Secret"]

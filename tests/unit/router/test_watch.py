@@ -1,6 +1,6 @@
 """ServiceWatch's recovery paths against a small chunked-HTTP stand-in for the API server.
 
-The real API server is used by tests/test_router_knative_cluster.py; these cases (410 Gone, the
+The real API server is used by tests/e2e/test_router_knative.py; these cases (410 Gone, the
 Service deleted) are hard to provoke there on demand.
 """
 

@@ -7,7 +7,7 @@ its dependencies from PyPI, and run from there, also as an unprivileged UID with
 image; and the Dockerfile is checked for what the image must be (pinned base, exec-form ENTRYPOINT, no
 USER, OCI labels, no pip cache, no compiler).
 
-The installed size is measured and printed (`pytest -s tests/test_wheel.py -k size`); docs/pipelines.md
+The installed size is measured and printed (`pytest -s tests/ship/test_wheel.py -k size`); docs/pipelines.md
 quotes it.
 """
 
@@ -30,7 +30,7 @@ import pytest
 
 import step
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 RUNTIME_DEPENDENCIES = {"click", "kubernetes", "requests", "tenacity", "jsonschema", "pyyaml"}

@@ -29,7 +29,7 @@ from tests.cluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CANARY_STEP = str(Path(sys.executable).with_name("canary-step"))
 PODINFO = "ghcr.io/stefanprodan/podinfo"
 ANNOTATION = "flagger.app/primary-revision"

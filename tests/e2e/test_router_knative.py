@@ -1,7 +1,7 @@
 """KnativeRouter against the real API server and the Knative simulator (status.traffic verified).
 
 Each test has its own namespace and Service. The router runs as the admin here; least privilege
-is covered in tests/test_kube_cluster.py.
+is covered in tests/e2e/test_kube.py.
 """
 
 from __future__ import annotations

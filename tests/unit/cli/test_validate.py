@@ -17,7 +17,7 @@ from step.cli.plan import plan
 from step.cli.validate import validate
 from tests.reference import FLAGGER_CANARIES, TEMPLATEREF_CANARY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 INVALID = sorted((ROOT / "examples" / "invalid").glob("*.yaml"))
 REFERENCE_CANARIES = FLAGGER_CANARIES
 

@@ -13,7 +13,7 @@ from step.spec.problems import InvalidSpecError
 from step.spec.source import MAX_FILE_BYTES, parse_documents
 from tests.reference import FLAGGER_CANARIES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 REFERENCE_CANARIES = FLAGGER_CANARIES
 

@@ -12,7 +12,7 @@ import yaml
 
 from step.spec.crds import generate_crds, openapi_schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 INT_OR_STRING = "x-kubernetes-int-or-string"
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
 JUNCTORS = ("allOf", "anyOf", "oneOf", "not")
