@@ -20,9 +20,7 @@ Must not: start processes (that is ``tests.cluster.apiserver``), or change objec
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
