@@ -1,7 +1,8 @@
 """The API resources canary-step touches, as data: group, version, plural, and how to name them.
 
 Owns: the `Resource` table (Knative Services and Revisions, Secrets, core Events, Flagger Canaries
-and MetricTemplates), URL paths, and the exact RBAC wording used in "forbidden" messages.
+and MetricTemplates, coordination Leases), URL paths, and the exact RBAC wording used in "forbidden"
+messages.
 Must not: perform I/O or import `kubernetes`.
 """
 
@@ -50,3 +51,4 @@ CANARIES = Resource(group="flagger.app", version="v1beta1", plural="canaries", k
 METRIC_TEMPLATES = Resource(
     group="flagger.app", version="v1beta1", plural="metrictemplates", kind="MetricTemplate"
 )
+LEASES = Resource(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease")
