@@ -1,7 +1,8 @@
 """The Kubernetes API, narrowed to what canary-step needs; the only place `kubernetes` is imported.
 
 Owns: `connect()`, `Kube` (typed calls with timeouts, one request function with retries, a
-per-verb request counter), `RetryPolicy`, and the mapping of API answers to `step.errors`.
+per-verb request counter), the mapping of API answers to `step.errors`; re-exports `RetryPolicy`
+(which lives in `step.retrying`, shared with the webhooks and the metrics provider).
 Must not: know what a canary is or decide anything about one.
 """
 
@@ -24,7 +25,7 @@ from step.kube.resources import (
     SERVICES,
     Resource,
 )
-from step.kube.retry import RetryPolicy
+from step.retrying import RetryPolicy
 
 __all__ = [
     "CANARIES",

@@ -47,7 +47,7 @@ from step.kube.resources import (
     SERVICES,
     Resource,
 )
-from step.kube.retry import RetryPolicy, parse_retry_after
+from step.retrying import RetryPolicy, parse_retry_after, retrying
 
 log = logging.getLogger(__name__)
 
@@ -300,18 +300,15 @@ class Kube:
         if target.verb in ("list", "watch"):
             path = target.resource.path(namespace=target.namespace)
 
-        def wait(state: tenacity.RetryCallState) -> float:
+        def retry_after(state: tenacity.RetryCallState) -> float | None:
             err = state.outcome.exception() if state.outcome else None
-            retry_after = err.retry_after if isinstance(err, TransientAPIError) else None
-            return self._retry.delay(state.attempt_number, retry_after=retry_after)
+            return err.retry_after if isinstance(err, TransientAPIError) else None
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self._retry.attempts)
-            | tenacity.stop_after_delay(self._retry.deadline),
-            wait=wait,
+        loop = retrying(
+            self._retry,
             retry=tenacity.retry_if_exception_type(TransientAPIError),
             sleep=self._sleep,
-            reraise=True,
+            retry_after=retry_after,
             before_sleep=lambda state: log.warning(
                 "retrying %s %s (attempt %d failed: %s)",
                 target.verb,
@@ -321,7 +318,7 @@ class Kube:
             ),
         )
         try:
-            return retrying(
+            return loop(
                 self._attempt,
                 target,
                 method=method,
@@ -332,7 +329,7 @@ class Kube:
                 timeout=timeout or self._timeout,
             )
         except TransientAPIError as err:
-            attempts = retrying.statistics.get("attempt_number", 1)
+            attempts = loop.statistics.get("attempt_number", 1)
             raise APIError(
                 f"{err} (gave up after {attempts} attempt(s))",
                 status=err.status,

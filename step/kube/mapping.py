@@ -1,7 +1,8 @@
 """From an API server answer (or the lack of one) to canary-step's error tree.
 
-Owns: the one table from HTTP status to `APIError` subclass, and the messages: a 403 names the verb
-and the resource the ServiceAccount needs, a 400/422 carries the API server's own message.
+Owns: the one table from HTTP status to `APIError` subclass (and which statuses are transient), and
+the messages: a 403 names the verb and the resource the ServiceAccount needs, a 400/422 carries the
+API server's own message.
 Must not: perform I/O, retry, or import `kubernetes`.
 """
 
@@ -66,6 +67,11 @@ def is_json_patch_not_applicable(message: str) -> bool:
     return message.rstrip().endswith(JSON_PATCH_NOT_APPLICABLE) or is_json_patch_test_failure(message)
 
 
+def is_transient_status(status: int | None) -> bool:
+    """Answers worth another attempt: none at all (None), 429, and any 5xx."""
+    return status is None or status == 429 or 500 <= status <= 599
+
+
 def error_for(
     status: int,
     *,
@@ -107,7 +113,7 @@ def error_for(
             verb=verb,
             resource=res,
         )
-    if status == 429 or 500 <= status <= 599:
+    if is_transient_status(status):
         return TransientAPIError(
             f"the API server answered {status} to {verb} {target.describe()}: {message}",
             status=status,

@@ -5,26 +5,37 @@ auth and extra headers; Flagger's result handling (flagger-semantics 3.3): the l
 wins, a range vector is an error, an empty result or NaN is `NoValuesFound`, HTTP >= 400 is
 `MetricError("error response: Status N ...")`; and `is_online()` (`vector(1)` must return 1).
 Must not: apply thresholds, count failures, render query templates, or retry more than one quick
-reconnect (the engine counts consecutive provider errors itself).
+reconnect (`RECONNECT_ONCE`, run by `step.retrying`; the engine counts consecutive provider errors
+itself).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import requests
+import tenacity
 import urllib3
 
 from step.errors import MetricError, NoValuesFound
+from step.retrying import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 5.0  # Flagger's Prometheus client timeout
-CONNECT_ATTEMPTS = 2  # one immediate reconnect on a refused/reset connection, no more
+# One immediate reconnect on a refused or reset connection, no more, and none after a connect timeout.
+RECONNECT_ONCE = RetryPolicy(
+    attempts=2, backoff_base=0.0, backoff_cap=0.0, jitter=0.0, deadline=math.inf, retry_after_cap=0.0
+)
+
+
+def _worth_reconnecting(err: BaseException) -> bool:
+    return isinstance(err, requests.ConnectionError) and not isinstance(err, requests.ConnectTimeout)
 
 
 class PrometheusProvider:
@@ -40,6 +51,7 @@ class PrometheusProvider:
         headers: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         insecure_skip_verify: bool = False,
+        retry: RetryPolicy = RECONNECT_ONCE,
     ) -> None:
         if not address or "://" not in address:
             raise MetricError(
@@ -48,8 +60,9 @@ class PrometheusProvider:
         self.address = address.rstrip("/")
         self._timeout = timeout
         self._verify = not insecure_skip_verify
+        self._retry = retry
         self._session = requests.Session()
-        # Our own loop owns the (single) reconnect; requests/urllib3 must not retry behind it.
+        # Our own policy owns the (single) reconnect; requests/urllib3 must not retry behind it.
         self._session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
         self._session.mount("https://", requests.adapters.HTTPAdapter(max_retries=0))
         self._session.headers.update(dict(headers or {}))
@@ -82,28 +95,35 @@ class PrometheusProvider:
 
     def _get(self, promql: str) -> Mapping[str, Any]:
         url = f"{self.address}/api/v1/query"
-        response: requests.Response | None = None
-        for attempt in range(1, CONNECT_ATTEMPTS + 1):
-            try:
-                with warnings.catch_warnings():
-                    # insecureSkipVerify was asked for explicitly; urllib3 need not warn on every query.
-                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                    response = self._session.get(
-                        url, params={"query": promql}, timeout=self._timeout, verify=self._verify
-                    )
-                break
-            except requests.ConnectionError as err:
-                if attempt < CONNECT_ATTEMPTS and not isinstance(err, requests.ConnectTimeout):
-                    log.debug("Prometheus at %s: %s; reconnecting once", self.address, err)
-                    continue
-                raise MetricError(f"Prometheus at {self.address} is unreachable: {_one_line(err)}") from None
-            except requests.Timeout:
-                raise MetricError(
-                    f"Prometheus at {self.address} did not answer within {self._timeout:g}s"
-                ) from None
-            except requests.RequestException as err:
-                raise MetricError(f"Prometheus at {self.address}: request failed: {_one_line(err)}") from None
-        assert response is not None
+
+        def send() -> requests.Response:
+            with warnings.catch_warnings():
+                # insecureSkipVerify was asked for explicitly; urllib3 need not warn on every query.
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                return self._session.get(
+                    url, params={"query": promql}, timeout=self._timeout, verify=self._verify
+                )
+
+        loop = retrying(
+            self._retry,
+            retry=tenacity.retry_if_exception(_worth_reconnecting),
+            sleep=time.sleep,
+            before_sleep=lambda state: log.debug(
+                "Prometheus at %s: %s; reconnecting",
+                self.address,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+        )
+        try:
+            response = loop(send)
+        except requests.ConnectionError as err:
+            raise MetricError(f"Prometheus at {self.address} is unreachable: {_one_line(err)}") from None
+        except requests.Timeout:
+            raise MetricError(
+                f"Prometheus at {self.address} did not answer within {self._timeout:g}s"
+            ) from None
+        except requests.RequestException as err:
+            raise MetricError(f"Prometheus at {self.address}: request failed: {_one_line(err)}") from None
         try:
             if response.status_code >= 400:
                 raise MetricError(f"error response: Status {response.status_code}: {_error_text(response)}")

@@ -3,31 +3,38 @@
 Owns: `HttpWebhookCaller`, the `ports.WebhookCaller` over HTTP. The payload is Flagger's
 `CanaryWebhookPayload` (`name`, `namespace`, `phase`, `checksum`, and `metadata` only when it is
 not empty; no `type`). `retries` extra attempts follow go-retryablehttp v0.7.8's DefaultRetryPolicy
-(connection errors and timeouts, 429, and 5xx except 501) and DefaultBackoff (1 s doubling to 30 s,
-`Retry-After` honoured on 429 and 503). Success is 200..202. Error texts are Flagger's:
-`POST <url> giving up after N attempt(s)` once retries are spent, else the response body.
+(connection errors and timeouts, 429, and 5xx except 501) and DefaultBackoff (`GO_RETRYABLEHTTP`:
+1 s doubling to 30 s, no jitter; `Retry-After` honoured on 429 and 503, up to 30 s), run by
+`step.retrying`. Success is 200..202. Error texts are Flagger's: `POST <url> giving up after N
+attempt(s)` once retries are spent, else the response body.
 Must not: decide what a failed hook means (gate, check, rollback signal) or raise for a failed call.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import requests
+import tenacity
 import urllib3
 
 from step.ports import Clock, WebhookPayload, WebhookResult
+from step.retrying import RetryPolicy, parse_retry_after, retrying
 from step.spec.model import Webhook
 
-BACKOFF_MIN_SECONDS = 1.0
-BACKOFF_MAX_SECONDS = 30.0
 MAX_ERROR_BODY = 64 * 1024
+
+# go-retryablehttp's DefaultBackoff (RetryWaitMin 1 s, RetryWaitMax 30 s, no jitter). The attempts
+# come from each hook (`retries` + 1). go-retryablehttp would wait out any Retry-After; Flagger bounds
+# the whole call by the hook's timeout instead, and we bound one wait by the backoff's own maximum.
+GO_RETRYABLEHTTP = RetryPolicy(
+    attempts=1, backoff_base=1.0, backoff_cap=30.0, jitter=0.0, deadline=math.inf, retry_after_cap=30.0
+)
 
 
 class _MonotonicClock:
@@ -51,41 +58,14 @@ def payload_json(payload: WebhookPayload) -> bytes:
     return json.dumps(body).encode("utf-8")
 
 
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Retry-After as delta-seconds or an HTTP date (as go-retryablehttp 0.7.8 reads it); None if absent."""
-    if not value or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    seconds = when.timestamp() - now
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 def is_retryable_status(status: int) -> bool:
     """go-retryablehttp DefaultRetryPolicy: 429, and 5xx except 501 (Not Implemented)."""
     return status == 429 or (500 <= status <= 599 and status != 501)
 
 
-def default_backoff(
-    attempt: int, *, status: int | None, retry_after: str | None, now: float | None = None
-) -> float:
-    """go-retryablehttp DefaultBackoff: min * 2**attempt (attempt from 0), capped; Retry-After on 429/503."""
-    if status in (429, 503):
-        seconds = parse_retry_after(retry_after, now=now if now is not None else time.time())
-        if seconds is not None:
-            return seconds
-    return min(BACKOFF_MAX_SECONDS, BACKOFF_MIN_SECONDS * 2.0 ** min(attempt, 30))
-
-
-class Backoff(Protocol):
-    """How long to wait before retry number `attempt` + 1, given the previous answer."""
-
-    def __call__(self, attempt: int, *, status: int | None, retry_after: str | None) -> float: ...
+def honoured_retry_after(status: int | None, retry_after: str | None, *, now: float) -> float | None:
+    """go-retryablehttp DefaultBackoff reads `Retry-After` on 429 and 503 only."""
+    return parse_retry_after(retry_after, now=now) if status in (429, 503) else None
 
 
 @dataclass(frozen=True)
@@ -96,13 +76,27 @@ class _Attempt:
     error: str  # a connection-level failure, or ""
     final: bool = False  # a failure go-retryablehttp does not retry (TLS certificate, bad URL)
 
+    @property
+    def retryable(self) -> bool:
+        if self.error:
+            return not self.final
+        return self.status is not None and is_retryable_status(self.status)
+
 
 class HttpWebhookCaller:
     """POSTs Flagger's webhook payload; returns a `WebhookResult`, never raises for a failed call."""
 
-    def __init__(self, *, clock: Clock | None = None, backoff: Backoff = default_backoff) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        policy: RetryPolicy = GO_RETRYABLEHTTP,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        """`policy` is the backoff schedule; each hook's `retries` + 1 replaces its `attempts`."""
         self._clock: Clock = clock if clock is not None else _MonotonicClock()
-        self._backoff = backoff
+        self._policy = policy
+        self._wall = wall  # Unix time, for a Retry-After given as an HTTP date
         self._session = requests.Session()
         self._session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
         self._session.mount("https://", requests.adapters.HTTPAdapter(max_retries=0))
@@ -113,29 +107,28 @@ class HttpWebhookCaller:
     def call(self, hook: Webhook, payload: WebhookPayload) -> WebhookResult:
         body = payload_json(payload)
         started = self._clock.now()
-        attempts_allowed = max(0, hook.retries) + 1
-        attempt: _Attempt | None = None
-        for number in range(attempts_allowed):
-            if number > 0 and attempt is not None:
-                self._clock.sleep(
-                    self._backoff(number - 1, status=attempt.status, retry_after=attempt.retry_after)
-                )
-            attempt = self._post(hook, body)
-            retryable = (attempt.error != "" and not attempt.final) or (
-                attempt.status is not None and is_retryable_status(attempt.status)
-            )
-            if not retryable:
-                break
-        assert attempt is not None
+
+        def retry_after(state: tenacity.RetryCallState) -> float | None:
+            last: _Attempt = state.outcome.result() if state.outcome else _Attempt(None, "", None, "")
+            return honoured_retry_after(last.status, last.retry_after, now=self._wall())
+
+        loop = retrying(
+            self._policy.with_attempts(max(0, hook.retries) + 1),
+            retry=tenacity.retry_if_result(lambda attempt: bool(attempt.retryable)),
+            sleep=self._clock.sleep,
+            retry_after=retry_after,
+            on_give_up=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        attempt: _Attempt = loop(self._post, hook, body)
+        used = int(loop.statistics.get("attempt_number", 1))
         seconds = self._clock.now() - started
-        used = number + 1
         if attempt.status is not None and 200 <= attempt.status <= 202:
             return WebhookResult(ok=True, status=attempt.status, message="", attempts=used, seconds=seconds)
         if attempt.error and attempt.final:
             message = f"POST {hook.url}: {attempt.error}"
         elif attempt.error:
             message = f"POST {hook.url} giving up after {used} attempt(s): {attempt.error}"
-        elif attempt.status is not None and is_retryable_status(attempt.status):
+        elif attempt.retryable:
             # go-retryablehttp drops the status error: the body is not part of the message.
             message = f"POST {hook.url} giving up after {used} attempt(s)"
         else:

@@ -1,44 +1,12 @@
-"""Pure parts of step.kube: the retry arithmetic, Retry-After parsing and the error table."""
+"""Pure parts of step.kube: which answers are transient, and the error table."""
 
 from __future__ import annotations
-
-import email.utils
 
 import pytest
 
 from step.errors import APIError, Conflict, Forbidden, Invalid, NotFound
-from step.kube.mapping import Target, TransientAPIError, error_for, server_message
+from step.kube.mapping import Target, TransientAPIError, error_for, is_transient_status, server_message
 from step.kube.resources import CANARIES, EVENTS, SECRETS, SERVICES
-from step.kube.retry import RetryPolicy, is_transient_status, parse_retry_after
-
-
-def test_schedule_doubles_up_to_the_cap() -> None:
-    policy = RetryPolicy(attempts=7, backoff_base=0.5, backoff_cap=4.0)
-    assert policy.schedule() == (0.5, 1.0, 2.0, 4.0, 4.0, 4.0)
-
-
-def test_no_retries_means_one_attempt_and_no_waits() -> None:
-    policy = RetryPolicy.no_retries()
-    assert policy.attempts == 1
-    assert policy.schedule() == ()
-
-
-@pytest.mark.parametrize(("rand", "expected"), [(0.0, 2.0), (1.0, 1.0), (0.5, 1.5)])
-def test_jitter_scales_the_wait_down_by_at_most_the_jitter_fraction(rand: float, expected: float) -> None:
-    policy = RetryPolicy(backoff_base=1.0, backoff_cap=10.0, jitter=0.5)
-    assert policy.delay(2, rand=lambda: rand) == pytest.approx(expected)
-
-
-def test_retry_after_wins_over_backoff_and_is_capped() -> None:
-    policy = RetryPolicy(backoff_base=1.0, retry_after_cap=10.0)
-    assert policy.delay(1, retry_after=3.0, rand=lambda: 0.0) == 3.0
-    assert policy.delay(1, retry_after=120.0) == 10.0
-
-
-@pytest.mark.parametrize("bad", [{"attempts": 0}, {"jitter": 1.5}, {"deadline": -1.0}])
-def test_nonsense_policies_are_refused(bad: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="RetryPolicy"):
-        RetryPolicy(**bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -56,16 +24,6 @@ def test_nonsense_policies_are_refused(bad: dict[str, float]) -> None:
 )
 def test_transient_statuses(status: int | None, transient: bool) -> None:
     assert is_transient_status(status) is transient
-
-
-def test_retry_after_forms() -> None:
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after(" 0 ") == 0.0
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after("-3") is None
-    date = email.utils.formatdate(1_000_010.0, usegmt=True)
-    assert parse_retry_after(date, now=1_000_000.0) == pytest.approx(10.0)
 
 
 PATCH_KSVC = Target(verb="patch", resource=SERVICES, namespace="test", name="podinfo")

@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 
 from step.ports import WebhookPayload
+from step.retrying import RetryPolicy
 from step.spec.model import Webhook, WebhookType
-from step.webhooks.http import HttpWebhookCaller, default_backoff, is_retryable_status, payload_json
+from step.webhooks.http import (
+    GO_RETRYABLEHTTP,
+    HttpWebhookCaller,
+    honoured_retry_after,
+    is_retryable_status,
+    payload_json,
+)
 
 PAYLOAD = WebhookPayload(name="podinfo", namespace="test", phase="Progressing", checksum="5498f4fcd6")
 
@@ -227,10 +234,37 @@ def test_disable_tls_skips_certificate_verification(tls_hook: Hook) -> None:
 
 
 def test_backoff_and_retry_policy_arithmetic() -> None:
-    assert [default_backoff(n, status=500, retry_after=None) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
-    assert default_backoff(0, status=429, retry_after="12") == 12.0
-    assert default_backoff(2, status=500, retry_after="12") == 4.0  # Retry-After only on 429/503
+    assert GO_RETRYABLEHTTP.with_attempts(8).schedule() == (1, 2, 4, 8, 16, 30, 30)
+    assert GO_RETRYABLEHTTP.delay(3, retry_after=None) == 4.0  # no jitter, as go-retryablehttp
+    assert honoured_retry_after(429, "12", now=0.0) == 12.0
+    assert honoured_retry_after(503, "12", now=0.0) == 12.0
+    assert honoured_retry_after(500, "12", now=0.0) is None  # Retry-After only on 429/503
+    assert GO_RETRYABLEHTTP.delay(1, retry_after=honoured_retry_after(429, "86400", now=0.0)) == 30.0
     assert [s for s in (429, 500, 501, 502, 503, 400, 404) if is_retryable_status(s)] == [429, 500, 502, 503]
+
+
+def test_a_retry_after_date_counts_from_the_wall_clock(hook: Hook) -> None:
+    hook.answers[:] = [(503, {"Retry-After": "Thu, 01 Jan 1970 00:00:07 GMT"}, b""), (200, {}, b"")]
+    clock = FakeClock()
+    result = HttpWebhookCaller(clock=clock, wall=lambda: 3.0).call(_webhook(hook.url, retries=1), PAYLOAD)
+    assert result.ok is True and clock.sleeps == [4.0]
+
+
+def test_a_retry_after_that_is_not_rfc_9110_falls_back_to_the_backoff(hook: Hook) -> None:
+    hook.answers[:] = [(429, {"Retry-After": "1.5"}, b""), (429, {"Retry-After": "-2"}, b""), (200, {}, b"")]
+    clock = FakeClock()
+    result = HttpWebhookCaller(clock=clock).call(_webhook(hook.url, retries=2), PAYLOAD)
+    assert result.ok is True and clock.sleeps == [1.0, 2.0]
+
+
+def test_the_schedule_is_a_policy_the_caller_can_change(hook: Hook) -> None:
+    hook.answers[:] = [(500, {}, b"boom")]
+    clock = FakeClock()
+    caller = HttpWebhookCaller(
+        clock=clock, policy=RetryPolicy(backoff_base=0.25, backoff_cap=0.5, jitter=0.0)
+    )
+    result = caller.call(_webhook(hook.url, retries=3), PAYLOAD)
+    assert result.attempts == 4 and clock.sleeps == [0.25, 0.5, 0.5]  # the hook's retries set the attempts
 
 
 def test_payload_json_omits_empty_metadata() -> None:
