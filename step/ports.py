@@ -9,7 +9,7 @@ Must not: import kube, click, requests, tenacity, or do any I/O.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -43,6 +43,30 @@ class TrafficTarget:
     latest_revision: bool = False
     tag: str | None = None
     url: str | None = None  # status only
+
+
+def describe_traffic(
+    targets: Sequence[TrafficTarget], *, by: Literal["revision", "entry"] = "revision"
+) -> str:
+    """Where traffic goes, in words: the one way every message and result says it.
+
+    `by="revision"`, what a person reads (the headline, the results): the percent each revision
+    serves, largest first, `90% on podinfo-00001, 10% on podinfo-00002` (`no traffic reported` when
+    none). `by="entry"`, for diagnosing a write that did not take: each entry in order with its tag,
+    `latest` for `latestRevision: true`, `[podinfo-00001=90% tag=primary, latest=10%]`.
+    """
+    if by == "entry":
+        parts = []
+        for t in targets:
+            who = "latest" if t.latest_revision else (t.revision_name or "?")
+            parts.append(f"{who}={t.percent}%" + (f" tag={t.tag}" if t.tag else ""))
+        return "[" + ", ".join(parts) + "]"
+    served: dict[str, int] = {}
+    for t in targets:
+        if t.revision_name and t.percent:
+            served[t.revision_name] = served.get(t.revision_name, 0) + t.percent
+    ranked = sorted(served.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{pct}% on {rev}" for rev, pct in ranked) if ranked else "no traffic reported"
 
 
 class RevisionPhase(enum.StrEnum):

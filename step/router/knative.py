@@ -17,11 +17,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from step.errors import Conflict, NotFound, SpecError, TrafficNotConverged
-from step.kube import Kube, Obj
-from step.ports import Clock, RevisionState, ServiceView, TrafficTarget
+from step.kube import SERVICES, Kube, Obj
+from step.ports import Clock, RevisionState, ServiceView, TrafficTarget, describe_traffic
 from step.router.traffic import (
     converged,
-    describe_traffic,
     describe_view,
     desired_traffic,
     revision_state,
@@ -90,8 +89,10 @@ class KnativeRouter:
     def _write(
         self, *, primary: str, canary: str | None, canary_weight: int, annotation: str | None
     ) -> ServiceView:
-        for _ in range(CONFLICT_ATTEMPTS):
-            obj = self._current()
+        desired: tuple[TrafficTarget, ...] = ()
+
+        def ops_for(obj: Obj) -> list[Obj] | None:
+            nonlocal desired
             view = view_of(obj)
             desired = desired_traffic(
                 view.spec_traffic, primary=primary, canary=canary, canary_weight=canary_weight
@@ -101,14 +102,31 @@ class KnativeRouter:
                 annotation is not None and (annotations or {}).get(PRIMARY_REVISION_ANNOTATION) != annotation
             )
             if not wants_annotation and _same_spec(desired, view.spec_traffic):
-                # Nothing to write: only make sure the status shows it.
-                return self._await(generation=view.generation, desired=desired)
-            ops = traffic_patch(
+                return None  # nothing to write: only make sure the status shows it
+            return traffic_patch(
                 current_raw=(obj.get("spec") or {}).get("traffic"),
                 desired=desired,
                 annotations=annotations,
                 primary_annotation=annotation if wants_annotation else None,
             )
+
+        read, written = self._conditional_patch(ops_for, doing="wrote its traffic")
+        generation = (read if written is None else written)["metadata"].get("generation")
+        return self._await(generation=int(generation or 0), desired=desired)
+
+    def _conditional_patch(
+        self, ops_for: Callable[[Obj], list[Obj] | None], *, doing: str
+    ) -> tuple[Obj, Obj | None]:
+        """Patch with the ops built from the newest object, re-reading and rebuilding on a conflict.
+
+        Returns the object the ops were built from and the object written, or None for it when
+        `ops_for` found nothing to write. After `CONFLICT_ATTEMPTS` conflicts in a row: `Conflict`.
+        """
+        for _ in range(CONFLICT_ATTEMPTS):
+            obj = self._current()
+            ops = ops_for(obj)
+            if ops is None:
+                return obj, None
             try:
                 written = self._kube.patch_service(namespace=self._namespace, name=self._name, patch=ops)
             except Conflict as err:
@@ -118,13 +136,13 @@ class KnativeRouter:
                 self._service.refresh()
                 continue
             self._service.offer(written)
-            return self._await(generation=int(written["metadata"].get("generation") or 0), desired=desired)
+            return obj, written
         raise Conflict(
-            f"Knative Service {self._namespace}/{self._name} kept changing while we wrote its traffic;"
+            f"Knative Service {self._namespace}/{self._name} kept changing while we {doing};"
             f" gave up after {CONFLICT_ATTEMPTS} attempts",
             status=409,
             verb="patch",
-            resource="services.serving.knative.dev",
+            resource=SERVICES.qualified,
         )
 
     def _await(self, *, generation: int, desired: Sequence[TrafficTarget]) -> ServiceView:
@@ -134,7 +152,7 @@ class KnativeRouter:
         return self._watch_or_fail(
             done,
             failure=f" did not show the traffic we wrote within {self._converge_timeout:g}s:"
-            f" asked {describe_traffic(desired)} at generation {generation}",
+            f" asked {describe_traffic(desired, by='entry')} at generation {generation}",
         )
 
     def _watch_or_fail(self, predicate: Callable[[Obj], ServiceView | None], *, failure: str) -> ServiceView:
@@ -168,34 +186,26 @@ class KnativeRouter:
 
     def _write_image(self, *, image: str, container: str | None) -> tuple[str | None, int] | None:
         """Patch the image; (latest created revision before, written generation), or None if unchanged."""
-        for _ in range(CONFLICT_ATTEMPTS):
-            obj = self._current()
+
+        def ops_for(obj: Obj) -> list[Obj] | None:
             containers: list[dict[str, Any]] = obj["spec"]["template"]["spec"]["containers"]
             index = _container_index(containers, container, service=f"{self._namespace}/{self._name}")
             if containers[index].get("image") == image:
                 return None
             path = f"/spec/template/spec/containers/{index}"
-            ops: list[dict[str, Any]] = []
+            ops: list[Obj] = []
             if "name" in containers[index]:
                 ops.append({"op": "test", "path": f"{path}/name", "value": containers[index]["name"]})
-            ops += [
+            return [
+                *ops,
                 {"op": "test", "path": f"{path}/image", "value": containers[index].get("image")},
                 {"op": "replace", "path": f"{path}/image", "value": image},
             ]
-            try:
-                written = self._kube.patch_service(namespace=self._namespace, name=self._name, patch=ops)
-            except Conflict:
-                self._service.refresh()
-                continue
-            self._service.offer(written)
-            return view_of(obj).latest_created_revision, int(written["metadata"].get("generation") or 0)
-        raise Conflict(
-            f"Knative Service {self._namespace}/{self._name} kept changing while we set its image;"
-            f" gave up after {CONFLICT_ATTEMPTS} attempts",
-            status=409,
-            verb="patch",
-            resource="services.serving.knative.dev",
-        )
+
+        read, written = self._conditional_patch(ops_for, doing="set its image")
+        if written is None:
+            return None
+        return view_of(read).latest_created_revision, int(written["metadata"].get("generation") or 0)
 
     # ------------------------------------------------------------------ waiting
 

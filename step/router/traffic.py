@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from step.errors import APIError
-from step.ports import RevisionPhase, RevisionState, ServiceView, TrafficTarget
+from step.ports import RevisionPhase, RevisionState, ServiceView, TrafficTarget, describe_traffic
 from step.spec.model import PRIMARY_REVISION_ANNOTATION
 
 PRIMARY_TAG = "primary"
@@ -201,23 +201,12 @@ def converged(obj: Obj, *, generation: int, desired: Sequence[TrafficTarget]) ->
     return None
 
 
-def describe_traffic(targets: Sequence[TrafficTarget]) -> str:
-    if not targets:
-        return "[]"
-    parts = []
-    for t in targets:
-        who = "latest" if t.latest_revision else (t.revision_name or "?")
-        tag = f" tag={t.tag}" if t.tag else ""
-        parts.append(f"{who}={t.percent}%{tag}")
-    return "[" + ", ".join(parts) + "]"
-
-
 def describe_view(view: ServiceView) -> str:
     ready = {True: "True", False: "False", None: "Unknown"}[view.ready]
     why = f" {view.ready_reason}" if view.ready_reason else ""
     msg = f": {view.ready_message}" if view.ready_message else ""
     return (
-        f"status.traffic {describe_traffic(view.status_traffic)},"
-        f" spec.traffic {describe_traffic(view.spec_traffic)},"
+        f"status.traffic {describe_traffic(view.status_traffic, by='entry')},"
+        f" spec.traffic {describe_traffic(view.spec_traffic, by='entry')},"
         f" observedGeneration {view.observed_generation} of {view.generation}, Ready {ready}{why}{msg}"
     )

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from step.analysis.evaluate import Verdict
-from step.analysis.machine import CheckRecord, EventRecord, HookRecord, TickRecord
+from step.analysis.records import CheckRecord, EventRecord, HookRecord, TickRecord
 from step.contract import RESULT_NAMES, TERMINATION_MESSAGE_BUDGET, Decision
 from step.errors import ExitCode, RollbackFailed, SpecError
-from step.report.outcome import Outcome, describe_traffic
+from step.ports import TrafficTarget, describe_traffic
+from step.report.outcome import Outcome
 from step.report.results import (
     fit,
     result_values,
@@ -67,7 +68,8 @@ def test_headline_always_says_where_traffic_is() -> None:
         decision=Decision.ROLLED_BACK, reason="failed-checks-threshold", traffic="100% on podinfo-00001"
     )
     assert text.headline().endswith("Traffic: 100% on podinfo-00001. Exit 3.")
-    assert describe_traffic({"a": 10, "b": 90}) == "90% on b, 10% on a"
+    split = (TrafficTarget(revision_name="a", percent=10), TrafficTarget(revision_name="b", percent=90))
+    assert describe_traffic(split) == "90% on b, 10% on a"
 
 
 def test_results_are_one_file_per_name(tmp_path: Path) -> None:
