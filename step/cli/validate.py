@@ -23,6 +23,7 @@ from step.cli._common import (
 from step.errors import ExitCode
 from step.spec.loader import load_files
 from step.spec.problems import sort_key
+from step.spec.rules import run_notes, run_support_problems
 
 _PLURALS = {"Canary": "Canaries", "MetricTemplate": "MetricTemplates", "AlertProvider": "AlertProviders"}
 
@@ -35,24 +36,50 @@ _PLURALS = {"Canary": "Canaries", "MetricTemplate": "MetricTemplates", "AlertPro
 @templates_from_cluster_option
 @namespace_option
 @output_option
+@click.option(
+    "--against",
+    type=click.Choice(["run", "flagger"]),
+    default="run",
+    envvar="CANARY_STEP_AGAINST",
+    show_envvar=True,
+    help="`run`: a spec is valid when `canary-step run` can carry it out (Knative, the progressive "
+    "canary strategy). `flagger`: valid when Flagger would act on it; what `run` cannot carry out is "
+    "then a note on stderr.",
+)
 @click.pass_context
 def validate(
-    ctx: click.Context, *, files: tuple[str, ...], templates_from_cluster: bool, namespace: str, output: str
+    ctx: click.Context,
+    *,
+    files: tuple[str, ...],
+    templates_from_cluster: bool,
+    namespace: str,
+    output: str,
+    against: str,
 ) -> None:
     """Check Canary, MetricTemplate and AlertProvider specs without a cluster.
 
     FILE may hold several YAML documents. Documents of other kinds (a Knative Service, say) are
     skipped with a note; a flagger.app document of a wrong version or kind is a problem. Every
-    templateRef must name a MetricTemplate in one of the FILEs unless --templates-from-cluster.
+    templateRef must name a MetricTemplate in one of the FILEs unless --templates-from-cluster. A
+    `kind: List` (kubectl get -o yaml) is checked item by item. What Flagger accepts but `canary-step
+    run` cannot carry out (a non-Knative target, iterations, mirror, stepWeightPromotion) is a problem,
+    or with --against flagger a note.
 
     \b
     stdout: one line per problem, FILE:LINE: <path>: <what is wrong> (nothing when valid);
-            with --output json, {"valid", "problems", "notes", "resources"}.
+            with --output json, {"valid", "problems", "unsupported", "notes", "resources"}.
     stderr: notes (skipped documents, templates left to the cluster) and a summary.
     Exit codes: 0 valid, 2 invalid (or a usage error).
     """
     loaded = load_files(files, templates_from_cluster=templates_from_cluster, default_namespace=namespace)
-    problems = sorted([*loaded.problems, *query_problems(loaded)], key=sort_key)
+    unsupported = run_support_problems(loaded)
+    notes = sorted([*loaded.notes, *run_notes(loaded)], key=sort_key)
+    problems = [*loaded.problems, *query_problems(loaded)]
+    if against == "run":
+        problems.extend(unsupported)
+    else:
+        notes = sorted([*notes, *unsupported], key=sort_key)
+    problems.sort(key=sort_key)
     kinds = Counter(["Canary"] * len(loaded.canaries))
     kinds["MetricTemplate"] = len(loaded.metric_templates)
     kinds["AlertProvider"] = len(loaded.alert_providers)
@@ -61,14 +88,15 @@ def validate(
         payload = {
             "valid": not problems,
             "problems": [problem_json(p) for p in problems],
-            "notes": [problem_json(n) for n in loaded.notes],
+            "unsupported": [problem_json(p) for p in unsupported],
+            "notes": [problem_json(n) for n in notes],
             "resources": {k: v for k, v in kinds.items() if v},
         }
         click.echo(json.dumps(payload, indent=2))
     else:
         for problem in problems:
             click.echo(str(problem))
-    for note in loaded.notes:
+    for note in notes:
         echo_err(f"note: {note}")
     if problems:
         bad_files = len({p.file for p in problems})

@@ -7,7 +7,7 @@ Must not: print, exit, or import kube, click, tenacity, requests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -165,7 +165,7 @@ def _check(
     canary_docs: list[tuple[Document, Canary]] = []
     resources = 0
 
-    for doc in documents:
+    for doc in _expand_lists(documents):
         kind = _classify(doc, problems, notes)
         if kind is None:
             continue
@@ -237,6 +237,26 @@ def _check(
         notes=tuple(sorted(notes, key=sort_key)),
         resources=resources,
     )
+
+
+def _expand_lists(documents: Iterable[Document]) -> Iterator[Document]:
+    """Each item of a `kind: List` (or `CanaryList`, as `kubectl get -o yaml` prints) as a document."""
+    for doc in documents:
+        data = doc.data
+        kind = data.get("kind") if isinstance(data, dict) else None
+        items = data.get("items") if isinstance(data, dict) else None
+        if not (isinstance(kind, str) and kind.endswith("List") and isinstance(items, list)):
+            yield doc
+            continue
+        for i, item in enumerate(items):
+            prefix = ("items", i)
+            yield Document(
+                file=doc.file,
+                index=doc.index,
+                line=doc.line_of(prefix),
+                data=item,
+                lines={path[2:]: line for path, line in doc.lines.items() if path[:2] == prefix},
+            )
 
 
 def _classify(doc: Document, problems: list[Problem], notes: list[Problem]) -> str | None:

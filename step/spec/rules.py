@@ -1,7 +1,8 @@
 """The rules a JSON Schema cannot say: Flagger's own checks, and ours that make a run able to finish.
 
-Owns: per-document rules (`canary_rules`, `metric_template_rules`, `alert_provider_rules`) and the
-cross-document ones (`reference_rules`: templateRefs resolved, no two objects with one name).
+Owns: per-document rules (`canary_rules`, `metric_template_rules`, `alert_provider_rules`), and what
+`canary-step run` can carry out for a Knative Service (`run_support_findings`, `run_support_problems`,
+`run_notes`), so that `validate`, `plan` and `run` report the same findings.
 Must not: repeat what the schema already reports, or import kube, click, tenacity, requests.
 
 Every rule reads the plain YAML data defensively: a value of the wrong type is the schema's to report,
@@ -11,12 +12,15 @@ so a rule skips it rather than fail.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from step.spec.durations import parse_duration
+from step.spec.durations import flagger_duration_problem, parse_duration
 from step.spec.model import BUILTIN_METRICS, KNATIVE_API_VERSION
-from step.spec.problems import JsonPath
+from step.spec.problems import JsonPath, Problem
+
+if TYPE_CHECKING:  # the loader imports this module
+    from step.spec.loader import LoadedSpec
 
 Finding = tuple[JsonPath, str]
 
@@ -79,21 +83,13 @@ def canary_rules(canary: Mapping[str, Any]) -> Iterator[Finding]:
 
 
 def _schedule_rules(analysis: Mapping[str, Any], *, skip_analysis: bool) -> Iterator[Finding]:
+    # Exactly one of iterations, stepWeight and stepWeights is the schema's `oneOf`, as in Flagger's CRD.
     base: JsonPath = ("spec", "analysis")
-    step_weight = _int(analysis.get("stepWeight"))
-    iterations = _int(analysis.get("iterations"))
-    raw_steps = analysis.get("stepWeights")
-    steps = [_int(w) for w in _list(raw_steps)]
     given = [k for k in ("iterations", "stepWeight", "stepWeights") if k in analysis]
-    if len(given) > 1:
-        message = (
-            f"{' and '.join(given)} are both set; Flagger's CRD accepts exactly one of iterations, "
-            "stepWeight and stepWeights"
-        )
-        yield (*base, given[1]), message
+    if len(given) != 1:
         return
     previous = 0
-    for i, weight in enumerate(steps):
+    for i, weight in enumerate(_int(w) for w in _list(analysis.get("stepWeights"))):
         if weight is None:
             return
         if weight <= previous and i > 0:
@@ -106,27 +102,21 @@ def _schedule_rules(analysis: Mapping[str, Any], *, skip_analysis: bool) -> Iter
         previous = weight
     if skip_analysis:
         return
-    if "stepWeight" in analysis and step_weight == 0:
+    if _int(analysis.get("stepWeight")) == 0:
         message = "0 never moves traffic, so the canary can never be promoted; use a step above 0"
         yield (*base, "stepWeight"), message
-    elif "iterations" in analysis and iterations == 0:
+    elif _int(analysis.get("iterations")) == 0:
         yield (*base, "iterations"), "0 iterations never promote; use 1 or more, or a stepWeight"
-    elif not given and isinstance(analysis, dict) and analysis:
-        message = (
-            "the weight schedule can never promote: set stepWeight (with maxWeight), stepWeights, or "
-            "iterations"
-        )
-        yield base, message
 
 
 def _duration_rule(value: Any, path: JsonPath) -> Iterator[Finding]:
+    # The schema checks Flagger's CRD pattern; Flagger then reads the value with Go's time.ParseDuration.
     if not isinstance(value, str):
         return
-    try:
-        seconds = parse_duration(value)
-    except ValueError:
-        return  # the schema's pattern reports it
-    if seconds <= 0:
+    problem = flagger_duration_problem(value)
+    if problem is not None:
+        yield path, problem
+    elif parse_duration(value) <= 0:
         yield path, f"{value!r} must be greater than 0"
 
 
@@ -201,6 +191,76 @@ def metric_template_rules(template: Mapping[str, Any]) -> Iterator[Finding]:
 
 
 def alert_provider_rules(alert_provider: Mapping[str, Any]) -> Iterator[Finding]:
-    spec = _map(alert_provider.get("spec"))
-    if spec and "address" not in spec and "secretRef" not in spec:
-        yield ("spec",), "needs address or secretRef (a Secret with an `address` key)"
+    # address or secretRef, exactly one, is the schema's `oneOf` (as in Flagger's CRD).
+    return iter(())
+
+
+# -- what `canary-step run` can carry out --------------------------------------------------------------------
+# Flagger accepts these, but for a Knative Service its Knative path does not do them meaningfully
+# (flagger-semantics.md section 2): Blue/Green keeps the canary at 0 % ("no values found"), mirroring loops
+# at weight 0, and a promotion step writes splits Knative rejects. `run` refuses them (exit 2) rather than
+# run something other than asked; `validate` and `plan` report the same findings from here.
+
+
+def run_support_findings(canary: Mapping[str, Any]) -> Iterator[Finding]:
+    """What in one valid Canary (plain data) `canary-step run` cannot carry out, each with its path."""
+    spec = _map(canary.get("spec"))
+    target = _map(spec.get("targetRef"))
+    if not is_knative_target(target) and spec.get("provider") != "knative":
+        shown = f"provider {spec.get('provider')!r}" if "provider" in spec else "no provider"
+        message = (
+            f"`canary-step run` analyses Knative Services only (provider: knative, targetRef "
+            f"{KNATIVE_API_VERSION} Service); this Canary has {shown} and targetRef "
+            f"{target.get('apiVersion')} {target.get('kind')}"
+        )
+        yield ("spec", "targetRef"), message
+        return
+    analysis = _map(spec.get("analysis"))
+    iterations = _int(analysis.get("iterations"))
+    if iterations is not None and iterations > 0:
+        strategy = (
+            "A/B testing (iterations with match)" if analysis.get("match") else "Blue/Green (iterations)"
+        )
+        message = (
+            f"{strategy} cannot be carried out for a Knative Service: `canary-step run` does the "
+            "progressive canary strategy (stepWeight or stepWeights) only"
+        )
+        yield ("spec", "analysis", "iterations"), message
+    if analysis.get("mirror") is True:
+        message = "traffic mirroring cannot be carried out for a Knative Service (Knative has no mirroring)"
+        yield ("spec", "analysis", "mirror"), message
+    promotion = _int(analysis.get("stepWeightPromotion"))
+    if promotion is not None and promotion > 0:
+        message = (
+            "a stepped promotion cannot be carried out for a Knative Service: `canary-step run` promotes "
+            "in one write"
+        )
+        yield ("spec", "analysis", "stepWeightPromotion"), message
+
+
+def run_support_problems(loaded: LoadedSpec) -> list[Problem]:
+    """Every finding of `run_support_findings` for the valid Canaries `loaded` holds, with file and line."""
+    problems = []
+    for item in loaded.canaries:
+        doc = item.document
+        for path, message in run_support_findings(doc.data):
+            problems.append(Problem(file=doc.file, line=doc.line_of(path), path=path, message=message))
+    return problems
+
+
+def run_notes(loaded: LoadedSpec) -> list[Problem]:
+    """What `run` will do differently from a full analysis, without refusing: `suspend`, `skipAnalysis`."""
+    notes = []
+    for item in loaded.canaries:
+        doc = item.document
+        if item.canary.suspend:
+            message = "suspend: true: `canary-step run` will do nothing (decision skipped, exit 0)"
+            notes.append(
+                Problem(file=doc.file, line=doc.line_of(("spec", "suspend")), path=(), message=message)
+            )
+        elif item.canary.skip_analysis:
+            message = "skipAnalysis: true: `canary-step run` will promote without analysis"
+            notes.append(
+                Problem(file=doc.file, line=doc.line_of(("spec", "skipAnalysis")), path=(), message=message)
+            )
+    return notes

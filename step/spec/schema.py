@@ -8,6 +8,7 @@ Must not: know rules beyond the schema (see `rules.py`), or import kube, click, 
 
 from __future__ import annotations
 
+import ast
 import difflib
 import functools
 import json
@@ -18,6 +19,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from step.spec.durations import FLAGGER_DURATION_PATTERN, flagger_duration_problem
 from step.spec.problems import JsonPath, Problem
 from step.spec.source import Document
 
@@ -41,26 +43,63 @@ def _validator(kind: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(root)
 
 
-def duration_pattern() -> str:
-    pattern: str = load_schema()["$defs"]["duration"]["pattern"]
-    return pattern
-
-
 def validate_document(doc: Document, *, kind: str) -> list[Problem]:
     """Every schema problem of one document whose apiVersion and kind were already checked."""
     problems = []
-    for error in _leaf_errors(_validator(kind).iter_errors(doc.data)):
-        path, message = _explain(error)
+    for path, message in _explained(_validator(kind).iter_errors(doc.data)):
         problems.append(Problem(file=doc.file, line=doc.line_of(path), path=path, message=message))
     return problems
 
 
-def _leaf_errors(errors: Iterator[ValidationError]) -> Iterator[ValidationError]:
+def _explained(errors: Iterator[ValidationError]) -> Iterator[tuple[JsonPath, str]]:
+    """Each error in words; a `oneOf` is explained as a whole (which fields clash, or which is missing)."""
     for error in errors:
+        if error.validator == "oneOf":
+            explained = _explain_one_of(error)
+            if explained is not None:
+                yield from explained
+                continue
         if error.context:
-            yield from _leaf_errors(iter(error.context))
+            yield from _explained(iter(error.context))
         else:
-            yield error
+            yield _explain(error)
+
+
+def _alternatives(branches: Sequence[Any]) -> list[str]:
+    """The fields a `oneOf` chooses between: those some branch requires and not every branch does."""
+    required: list[list[str]] = []
+    for branch in branches:
+        if isinstance(branch, Mapping) and isinstance(branch.get("required"), list):
+            required.append([str(f) for f in branch["required"]])
+    common = set.intersection(*(set(r) for r in required)) if required else set()
+    out: list[str] = []
+    for fields in required:
+        out.extend(f for f in fields if f not in common and f not in out)
+    return out
+
+
+def _explain_one_of(error: ValidationError) -> list[tuple[JsonPath, str]] | None:
+    """The `oneOf` in words, or None when what fails is inside the one alternative that is set."""
+    instance = error.instance
+    branches = error.validator_value if isinstance(error.validator_value, list) else []
+    alternatives = _alternatives(branches)
+    if not isinstance(instance, dict) or not alternatives:
+        return None
+    path: JsonPath = tuple(error.absolute_path)
+    present = [f for f in alternatives if f in instance]
+    may_omit = any(isinstance(b, Mapping) and "not" in b for b in branches)
+    listed = ", ".join(alternatives[:-1]) + f" or {alternatives[-1]}"
+    if len(present) > 1:
+        both = " and ".join(f"'{f}'" for f in present)
+        limit = "at most one" if may_omit else "exactly one"
+        # At the last one set: the line a person edits.
+        return [((*path, present[-1]), f"{both} are both set; Flagger's CRD accepts {limit} of {listed}")]
+    if not present and not may_omit:
+        known = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
+        if any(suggest(str(key), alternatives) for key in instance if key not in known):
+            return []  # a misspelt alternative: the unknown field's "did you mean" says it
+        return [(path, f"set one of {listed} (Flagger's CRD requires exactly one)")]
+    return None
 
 
 _TYPE_WORDS = {
@@ -101,6 +140,16 @@ def suggest(word: str, candidates: Sequence[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def _missing_field(error: ValidationError) -> str:
+    """jsonschema reports each missing field as its own error, naming it only in the message."""
+    quoted = error.message.removesuffix(" is a required property")
+    try:
+        name = ast.literal_eval(quoted)
+    except (ValueError, SyntaxError):
+        return quoted
+    return str(name)
+
+
 def _explain(error: ValidationError) -> tuple[JsonPath, str]:
     path: JsonPath = tuple(error.absolute_path)
     keyword = error.validator
@@ -115,14 +164,12 @@ def _explain(error: ValidationError) -> tuple[JsonPath, str]:
         if not hint and known:
             hint = f"; allowed here: {', '.join(known)}"
         return (*path, key), f"unknown field{hint}"
-    if keyword == "required" and isinstance(value, list):
-        missing = [k for k in value if isinstance(instance, dict) and k not in instance]
-        name = missing[0] if missing else "?"
-        return path, f"missing required field '{name}'"
+    if keyword == "required":
+        return path, f"missing required field '{_missing_field(error)}'"
     if (
         keyword == "type"
         and isinstance(error.schema, Mapping)
-        and error.schema.get("pattern") == duration_pattern()
+        and error.schema.get("pattern") == FLAGGER_DURATION_PATTERN
     ):
         return path, f"expected a duration such as 15s, 1m, 1m30s or 500ms, got {describe_value(instance)}"
     if keyword == "type":
@@ -147,11 +194,8 @@ def _explain(error: ValidationError) -> tuple[JsonPath, str]:
         hint = suggest(str(instance), allowed) if isinstance(instance, str) else ""
         return path, f"{describe_value(instance)} is not one of: {shown}{hint}"
     if keyword == "pattern":
-        if value == duration_pattern():
-            return path, (
-                f"{describe_value(instance)} is not a duration: use whole or decimal numbers with "
-                "the units h, m, s or ms (e.g. 15s, 1m, 1m30s, 500ms)"
-            )
+        if value == FLAGGER_DURATION_PATTERN and isinstance(instance, str):
+            return path, flagger_duration_problem(instance) or f"{instance!r} is not a duration"
         if path and path[-1] == "name":
             return path, (
                 f"{describe_value(instance)} is not a valid Kubernetes name: lower-case letters, "

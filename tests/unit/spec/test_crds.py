@@ -28,6 +28,17 @@ def _nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str
         yield from _nodes(node["additionalProperties"], f"{path}{{}}")
 
 
+def _value_validation_only(junctor: Any) -> bool:
+    """Kubernetes allows junctors (as Flagger's `oneOf`s of `required`) that hold no type or structure."""
+    branches = junctor if isinstance(junctor, list) else [junctor]
+    for branch in branches:
+        if not isinstance(branch, dict) or not set(branch) <= {"required", *JUNCTORS}:
+            return False
+        if not all(_value_validation_only(branch[j]) for j in JUNCTORS if j in branch):
+            return False
+    return True
+
+
 def _schemas() -> Iterator[tuple[str, dict[str, Any]]]:
     for crd in generate_crds():
         yield crd["spec"]["names"]["kind"], crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -60,7 +71,9 @@ def test_every_node_is_structural() -> None:
                 assert "type" not in node, where
             assert node.get("additionalProperties") is not False, where
             assert not ("properties" in node and "additionalProperties" in node), where
-            assert not any(j in node for j in JUNCTORS), where
+            for junctor in JUNCTORS:
+                if junctor in node:
+                    assert _value_validation_only(node[junctor]), f"{where} {junctor}"
             if node.get("type") == "array":
                 assert "items" in node, where
             for keyword in ("$schema", "$id", "$comment", "const", "examples"):

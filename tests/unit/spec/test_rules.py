@@ -95,11 +95,56 @@ def spec(**changes: object) -> dict[str, object]:
             [
                 (
                     "spec.analysis.interval",
-                    "'15x' is not a duration: use whole or decimal numbers with the units h, m, s "
-                    "or ms (e.g. 15s, 1m, 1m30s, 500ms)",
+                    "'15x' is not a duration Flagger accepts: its CRD requires a whole number of "
+                    "minutes or seconds first (pattern ^[0-9]+(m|s)) (e.g. 15s, 1m, 1m30s, 500ms)",
                 )
             ],
         ),
+        *[
+            (
+                spec(analysis=analysis(interval=given)),
+                [
+                    (
+                        "spec.analysis.interval",
+                        f"{given!r} is not a duration Flagger accepts: its CRD requires a whole number of "
+                        f"minutes or seconds first (pattern ^[0-9]+(m|s)); use {suggested!r}",
+                    )
+                ],
+            )
+            for given, suggested in [("1h", "60m"), ("1.5m", "1m30s"), ("1h30m", "90m"), ("0.5s", "500ms")]
+        ],
+        (
+            spec(analysis=analysis(metrics=[{"name": "request-success-rate", "interval": "2h"}])),
+            [
+                (
+                    "spec.analysis.metrics[0].interval",
+                    "'2h' is not a duration Flagger accepts: its CRD requires a whole number of minutes "
+                    "or seconds first (pattern ^[0-9]+(m|s)); use '120m'",
+                )
+            ],
+        ),
+        (
+            spec(analysis=analysis(webhooks=[{"name": "h", "url": "http://h/", "timeout": "1h"}])),
+            [
+                (
+                    "spec.analysis.webhooks[0].timeout",
+                    "'1h' is not a duration Flagger accepts: its CRD requires a whole number of minutes "
+                    "or seconds first (pattern ^[0-9]+(m|s)); use '60m'",
+                )
+            ],
+        ),
+        (
+            spec(analysis=analysis(interval="1m 30s")),
+            [
+                (
+                    "spec.analysis.interval",
+                    "'1m 30s' is not a duration: unknown unit 'm ' (e.g. 15s, 1m, 1m30s, 500ms); Flagger "
+                    "parses it with Go's time.ParseDuration",
+                )
+            ],
+        ),
+        (spec(analysis=analysis(interval="1m30s")), []),
+        (spec(analysis=analysis(interval="500ms")), []),
         (
             spec(analysis=analysis(sessionAffinity={"cookieName": "c", "primaryCookieName": "c"})),
             [("spec.analysis.sessionAffinity.primaryCookieName", "must differ from cookieName")],

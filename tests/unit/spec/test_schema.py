@@ -138,13 +138,18 @@ def test_webhook_types_are_flaggers_nine() -> None:
         ("1h", 3600),
         ("1.5m", 90),
         ("2h1m1s500ms", 7261.5),
+        ("1.s", 1),  # Go accepts digits before the dot with none after
+        (".5s", 0.5),
+        ("1m30h", 108060),
     ],
 )
 def test_durations_parse_as_go_does(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "15", "1 m", "m", "1d", "-1s", "1.s", "15S", "1m 30s"])
+@pytest.mark.parametrize(
+    "text", ["", "15", "1 m", "m", "1d", "-1s", "15S", "1m 30s", ".s", "1e3s", "9999999999h"]
+)
 def test_durations_go_would_refuse(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
