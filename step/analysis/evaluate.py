@@ -13,10 +13,8 @@ import enum
 import math
 from dataclasses import dataclass
 
-from step.spec.model import Metric, OnNoData
+from step.spec.model import REQUEST_DURATION, SUCCESS_RATE, Metric, OnNoData
 
-SUCCESS_RATE = "request-success-rate"
-REQUEST_DURATION = "request-duration"
 # Flagger's metrics provider name for Knative targets, used in its "no values found" text.
 KNATIVE_OBSERVER = "knative"
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from step.spec.model import REQUEST_DURATION, SUCCESS_RATE
+
 # Written out as Flagger writes them (pkg/metrics/observers/knative.go); only the collapsed form is sent,
 # so the layout here is free but the tokens are not. Each starts with a newline: the sent query starts
 # with one space, as Flagger's tests assert.
 BUILTIN_QUERIES: Mapping[str, str] = {
-    "request-success-rate": """
+    SUCCESS_RATE: """
 sum(
   rate(
     envoy_cluster_upstream_rq{
@@ -34,7 +36,7 @@ sum(
   )
 )
 * 100""",
-    "request-duration": """
+    REQUEST_DURATION: """
 histogram_quantile(
   0.99,
   sum(

@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from step.analysis.evaluate import SUCCESS_RATE
 from step.analysis.machine import TickRecord
 from step.report.outcome import Outcome
 from step.report.timeline import check_text
-from step.spec.model import Canary
+from step.spec.model import SUCCESS_RATE, Canary
 
 MAX_ROWS = 200  # timeline rows shown; the JSON report has them all
 MAX_CELL = 300

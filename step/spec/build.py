@@ -18,6 +18,7 @@ from step.spec.model import (
     DEFAULT_PROGRESS_DEADLINE_SECONDS,
     DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
     KNATIVE_API_VERSION,
+    SUCCESS_RATE,
     Alert,
     AlertProvider,
     Analysis,
@@ -31,7 +32,6 @@ from step.spec.model import (
     WebhookType,
 )
 
-SUCCESS_RATE = "request-success-rate"
 DEFAULT_ALERT_USERNAME = "flagger"
 DEFAULT_ALERT_CHANNEL = "general"
 

@@ -21,7 +21,10 @@ DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
 DEFAULT_METRIC_INTERVAL = "1m"
 DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 10.0
 
-BUILTIN_METRICS = ("request-success-rate", "request-duration")
+# The built-in metrics (Flagger's Knative observer); their queries are in step.metrics.queries.
+SUCCESS_RATE = "request-success-rate"
+REQUEST_DURATION = "request-duration"
+BUILTIN_METRICS = (SUCCESS_RATE, REQUEST_DURATION)
 
 
 class WebhookType(enum.StrEnum):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from step.metrics.queries import BUILTIN_QUERIES, TemplateError, render, trim_query
+from step.spec.model import BUILTIN_METRICS
 
 MODEL = {
     "name": "podinfo",
@@ -79,3 +80,7 @@ def test_trim_markers_and_comments() -> None:
 
 def test_trim_query_collapses_every_whitespace_run_without_stripping() -> None:
     assert trim_query("\n  sum(\n\trate(x[1m])\n  )\n") == " sum( rate(x[1m]) ) "
+
+
+def test_every_builtin_metric_has_its_query_and_no_other() -> None:
+    assert tuple(BUILTIN_QUERIES) == BUILTIN_METRICS
