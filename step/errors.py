@@ -1,12 +1,14 @@
 """The error tree and the exit codes: the contract every later module keeps.
 
-Owns: `ExitCode`, the one table of process exit codes, and the exceptions that carry one.
+Owns: `ExitCode`, the one table of process exit codes, the exceptions that carry one, and
+`ErrorInfo`, an error as plain data that maps back to its exit code.
 Must not: import anything of ours, or any third-party module.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 
 class ExitCode(enum.IntEnum):
@@ -83,3 +85,77 @@ class RollbackFailed(StepError):
     """Restoring the primary failed: traffic may be split."""
 
     exit_code = ExitCode.ROLLBACK_FAILED
+
+
+# The errors an `ErrorInfo` can name, by class name; an unknown kind is an infrastructure error.
+_KINDS: dict[str, type[StepError]] = {
+    cls.__name__: cls
+    for cls in (
+        StepError,
+        SpecError,
+        InfrastructureError,
+        APIError,
+        NotFound,
+        Conflict,
+        Forbidden,
+        Invalid,
+        TrafficNotConverged,
+        MetricError,
+        NoValuesFound,
+        RollbackFailed,
+    )
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorInfo:
+    """An error as plain data, so that a saved analysis state can hold one and another process read it.
+
+    `kind` is the error's class name, or its nearest one of this module (`Forbidden`, `RollbackFailed`,
+    ...), which gives back the exit code; `verb`, `resource` and
+    `status` are set where the Kubernetes API refused something.
+    """
+
+    kind: str
+    message: str
+    verb: str = ""
+    resource: str = ""
+    status: int | None = None
+
+    @classmethod
+    def of(cls, error: StepError) -> ErrorInfo:
+        known = next(c.__name__ for c in type(error).__mro__ if c.__name__ in _KINDS)
+        return cls(
+            kind=known,
+            message=str(error),
+            verb=getattr(error, "verb", "") or "",
+            resource=getattr(error, "resource", "") or "",
+            status=getattr(error, "status", None),
+        )
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return _KINDS.get(self.kind, InfrastructureError).exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "verb": self.verb,
+            "resource": self.resource,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> ErrorInfo:
+        status = data.get("status")
+        return cls(
+            kind=str(data["kind"]),
+            message=str(data["message"]),
+            verb=str(data.get("verb") or ""),
+            resource=str(data.get("resource") or ""),
+            status=status if isinstance(status, int) else None,
+        )

@@ -9,10 +9,11 @@ Must not: import kube, click, requests, tenacity, or do any I/O.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from step.errors import StepError
 from step.spec.model import Webhook
 
 EventType = Literal["Normal", "Warning"]
@@ -25,7 +26,7 @@ class Clock(Protocol):
     """The one place time is read and waited on. Tests inject a fake that fast-forwards."""
 
     def now(self) -> float:
-        """Monotonic seconds."""
+        """Monotonic seconds: what waits and timeouts count on (wall-clock time comes separately)."""
         ...
 
     def sleep(self, seconds: float) -> None: ...
@@ -182,6 +183,61 @@ class EventSink(Protocol):
     """Kubernetes Events on the Knative Service (reason `Synced`, as Flagger records them)."""
 
     def emit(self, *, type: EventType, message: str) -> None: ...
+
+
+class Severity(enum.StrEnum):
+    """Flagger's alert severities (an AlertProvider with `info` gets all, `warn` warn and error)."""
+
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One event of the run, as every channel receives it."""
+
+    type: EventType
+    message: str
+    phase: str  # the Canary phase when it happened
+    canary_revision: str | None = None
+    alert: Severity | None = None  # set at the moments Flagger alerts
+    urgent: bool = False  # the run is ending on a signal: the Kubernetes Event only
+
+
+class Notifier(Protocol):
+    """A channel beside the Kubernetes Events: event webhooks, chat. Raises StepError when it failed."""
+
+    def notify(self, event: Event) -> None: ...
+
+
+class EventPublisher(Protocol):
+    """Where the driver sends every event; never raises."""
+
+    def publish(self, event: Event) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class FanOut:
+    """The one composed event sink: the Kubernetes Event first, then each notifier (not for urgent
+    events). A channel that fails is reported through `on_error` and does not stop the others."""
+
+    events: EventSink
+    notifiers: Sequence[Notifier] = ()
+    on_error: Callable[[str], None] = lambda text: None
+
+    def publish(self, event: Event) -> None:
+        try:
+            self.events.emit(type=event.type, message=event.message)
+        except StepError as err:
+            self.on_error(f"could not record the event {event.message!r}: {err}")
+        if event.urgent:
+            return
+        for notifier in self.notifiers:
+            try:
+                notifier.notify(event)
+            except StepError as err:
+                self.on_error(str(err))
 
 
 @dataclass(frozen=True, kw_only=True)

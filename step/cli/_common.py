@@ -1,22 +1,23 @@
 """What `validate` and `plan` share: their options, loading the files, and query checks.
 
 Owns: the `FILE...` argument and the options both commands take (each with its CANARY_STEP_* variable),
-turning `Problem`s into output, and rendering every metric's query once so a template error is a
-spec problem with its line.
+turning `Problem`s into output, and rendering every metric's query once (with `run`'s own rule,
+`step.metrics.measure`) so a template error is a spec problem with its line.
 Must not: decide anything about a canary run, or import `kubernetes` (validate must start fast).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
-from step.metrics.queries import BUILTIN_QUERIES, TemplateError, render
+from step.metrics import measure
+from step.metrics.measure import RenderedQuery
+from step.metrics.queries import TemplateError
 from step.spec.loader import DEFAULT_NAMESPACE, LoadedCanary, LoadedSpec
-from step.spec.model import KNATIVE_API_VERSION, Canary, Metric
+from step.spec.model import Canary, Metric
 from step.spec.problems import Problem, format_path
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,52 +66,12 @@ def output_option(func: F) -> F:
     )(func)
 
 
-@dataclass(frozen=True, kw_only=True)
-class RenderedQuery:
-    """One metric's query as it would be sent, or why there is none."""
-
-    source: str  # "builtin", "inline", "template <ns>/<name>", "cluster <ns>/<name>"
-    query: str | None
-
-
-def template_values(canary: Canary, *, canary_revision: str, interval: str) -> dict[str, str]:
-    """The values of Flagger's template functions for one canary (and metric interval)."""
-    knative = canary.target_kind == "Service" and canary.target_api_version == KNATIVE_API_VERSION
-    route = (
-        canary_revision
-        if knative or canary.provider == "knative"
-        else (canary.route_name or canary.target_name)
-    )
-    return {
-        "name": canary.name,
-        "namespace": canary.namespace,
-        "target": canary.target_name,
-        "service": canary.service_name or canary.target_name,
-        "ingress": canary.ingress_name or canary.target_name,
-        "route": route,
-        "interval": interval,
-    }
-
-
 def render_metric(
     loaded: LoadedSpec, canary: Canary, metric: Metric, *, canary_revision: str
 ) -> RenderedQuery:
-    """The metric's query rendered as Flagger renders it. Raises TemplateError."""
-    values = template_values(canary, canary_revision=canary_revision, interval=metric.interval)
-    variables = dict(metric.template_variables)
-    if metric.template_ref is not None:
-        namespace = metric.template_ref.namespace or canary.namespace
-        key = f"{namespace}/{metric.template_ref.name}"
-        template = loaded.metric_templates.get((namespace, metric.template_ref.name))
-        if template is None:
-            return RenderedQuery(source=f"cluster {key}", query=None)
-        return RenderedQuery(
-            source=f"template {key}", query=render(template.query, **values, variables=variables)
-        )
-    if metric.query is not None:
-        return RenderedQuery(source="inline", query=render(metric.query, **values, variables=variables))
-    return RenderedQuery(
-        source="builtin", query=render(BUILTIN_QUERIES[metric.name], **values, variables=variables)
+    """The metric's query exactly as `run` sends it (`step.metrics.measure`). Raises TemplateError."""
+    return measure.render_metric(
+        canary, metric, templates=loaded.metric_templates, canary_revision=canary_revision
     )
 
 

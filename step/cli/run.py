@@ -26,10 +26,11 @@ import click
 
 from step.clock import MonotonicClock
 from step.contract import Decision
-from step.driver import Driver, Interrupted, Ports, handling_signals
-from step.errors import NotFound, SpecError, StepError
+from step.driver import Driver, Ports, SignalInterrupt, handling_signals
+from step.errors import ErrorInfo, NotFound, SpecError, StepError
 from step.kube import RetryPolicy, connect
 from step.metrics.provider import builtin_provider, provider_for
+from step.ports import FanOut
 from step.report.kube import CanaryStatusSink, KubeEventSink
 from step.report.outcome import Outcome
 from step.report.results import result_values, write_github_output, write_results_dir
@@ -41,6 +42,7 @@ from step.spec.durations import parse_duration
 from step.spec.loader import DEFAULT_NAMESPACE, bundle_from_objects, load_bundle
 from step.spec.model import KNATIVE_API_VERSION, MetricTemplate, SpecBundle
 from step.webhooks.http import HttpWebhookCaller
+from step.webhooks.payload import EventWebhooks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -232,10 +234,10 @@ def run(
 
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
-    """Until the driver takes over: SIGTERM/SIGINT raise `Interrupted`, so the results still get written."""
+    """Until the driver takes over: SIGTERM/SIGINT raise `SignalInterrupt`, so the results get written."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
+        raise SignalInterrupt(signum)
 
     with handling_signals(interrupt):
         yield
@@ -292,18 +294,18 @@ class _Run:
                     bundle = self._load_ref(canary_ref)
                 bundle = self._with_cluster_templates(bundle)
                 self._check_supported(bundle)
-                ports = self._ports(bundle, metrics_server=metrics_server)
+                timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
+                ports = self._ports(bundle, metrics_server=metrics_server, timeline=timeline)
         except SpecError as err:
             self._fail_early(err, reason="invalid-spec", bundle=bundle)
         except StepError as err:
             self._fail_early(err, reason="infrastructure-error", bundle=bundle)
-        except Interrupted as sig:
+        except SignalInterrupt as sig:
             self._interrupted_early(sig.signum, bundle=bundle)
-        timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
         timeline.note(
             f"canary-step: analysing Knative Service {bundle.canary.namespace}/{bundle.canary.target_name}"
             f" (Canary {bundle.canary.name}, interval {bundle.canary.analysis.interval_seconds:g}s,"
-            f" threshold {max(1, bundle.canary.analysis.threshold)})"
+            f" threshold {bundle.canary.analysis.threshold})"
         )
         driver = Driver(
             bundle,
@@ -409,7 +411,7 @@ class _Run:
                 "stepWeights) only"
             )
 
-    def _ports(self, bundle: SpecBundle, *, metrics_server: str) -> Ports:
+    def _ports(self, bundle: SpecBundle, *, metrics_server: str, timeline: Timeline) -> Ports:
         canary = bundle.canary
         address = canary.metrics_server or metrics_server
         template_metrics = {}
@@ -426,6 +428,7 @@ class _Run:
                         f"{template.secret_ref.name!r} was not found in namespace {template.namespace}"
                     ) from None
             template_metrics[key] = provider_for(template, secret=secret, default_address=address)
+        webhooks = HttpWebhookCaller(clock=self.clock)
         return Ports(
             router=KnativeRouter(
                 self.kube,
@@ -435,8 +438,13 @@ class _Run:
                 converge_timeout=self.traffic_timeout,
             ),
             metrics=builtin_provider(address),
-            webhooks=HttpWebhookCaller(clock=self.clock),
-            events=KubeEventSink(self.kube, namespace=canary.namespace, service_name=canary.target_name),
+            webhooks=webhooks,
+            # The one composed event sink: Kubernetes Events, then the `type: event` webhooks.
+            events=FanOut(
+                events=KubeEventSink(self.kube, namespace=canary.namespace, service_name=canary.target_name),
+                notifiers=(EventWebhooks(caller=webhooks, canary=canary, wall=self.clock.wall),),
+                on_error=timeline.note,
+            ),
             status=CanaryStatusSink(self.kube, namespace=canary.namespace, name=canary.name),
             clock=self.clock,
             template_metrics=template_metrics,
@@ -462,7 +470,7 @@ class _Run:
             decision=Decision.FAILED,
             reason=reason,
             message=message.splitlines()[0] if message else reason,
-            error=err,
+            error=ErrorInfo.of(err),
             traffic="untouched",
         )
         canary = bundle.canary if bundle else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from step.analysis.machine import TickRecord
+from step.analysis.records import TickRecord
 from step.report.outcome import Outcome
 from step.report.timeline import check_text
 from step.spec.model import SUCCESS_RATE, Canary

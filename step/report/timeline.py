@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from step.analysis.evaluate import Verdict, go_float
-from step.analysis.machine import CheckRecord, TickRecord
+from step.analysis.records import CheckRecord, TickRecord
 from step.report.outcome import Outcome
 from step.spec.model import Canary
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from step.driver import facts_of, revision_checksum, service_state, traffic_of
+from step.driver import facts_of
 from step.ports import RevisionPhase, RevisionState, ServiceView, TrafficTarget
+from step.report.outcome import service_state, traffic_of
+from step.webhooks.payload import revision_checksum
 
 
 @pytest.mark.parametrize(

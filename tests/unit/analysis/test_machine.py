@@ -8,10 +8,11 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from step.analysis.evaluate import Reading
-from step.analysis.machine import (
+from step.analysis.machine import step
+from step.analysis.protocol import (
     Action,
     ActionFailed,
-    Config,
+    CheckProviders,
     Deploy,
     Emit,
     EndTick,
@@ -22,24 +23,21 @@ from step.analysis.machine import (
     Measured,
     Observation,
     Observed,
-    Phase,
     Pin,
     Promote,
-    Reason,
+    ProvidersChecked,
     Restore,
     Route,
     RunHooks,
     ServiceFacts,
-    State,
-    TickRecord,
     Wait,
     WriteStatus,
-    initial_state,
-    step,
     stops_after,
 )
+from step.analysis.records import TickRecord
+from step.analysis.state import Config, Phase, Reason, State, initial_state
 from step.contract import Decision
-from step.errors import ExitCode
+from step.errors import ErrorInfo, ExitCode
 from step.ports import RevisionPhase
 from step.spec.model import Analysis, Canary, Metric, OnNoData, TemplateRef, Webhook, WebhookType
 
@@ -106,6 +104,9 @@ class World:
     on_wait: Callable[[World], None] = lambda world: None
     start: float = 0.0
     state: State | None = None
+    offline: tuple[str, ...] = ()  # what the metrics-server check answers
+    states: list[State] = field(default_factory=list)  # every state the machine returned
+    start_state: Callable[[Config, float], State] | None = None  # e.g. a resumed state
 
     def t(self) -> float:
         return self.now - self.start
@@ -119,16 +120,19 @@ class World:
         )
         self.start = self.now
         state = initial_state(config, now=self.now)
+        if self.start_state is not None:
+            state = self.start_state(config, self.now)
         obs: Observation = Observed(facts=self.facts(self))
         for _ in range(max_steps):
             state, actions = step(state, obs, self.now)
             self.state = state
+            self.states.append(state)
             answer: Observation | None = None
             for action in actions:
                 self.actions.append(action)
                 failure = self.fail_action(action)
                 if failure is not None:
-                    answer = ActionFailed(action=action, message=failure)
+                    answer = ActionFailed(action=action, error=ErrorInfo(kind="APIError", message=failure))
                     break
                 answer = self.perform(action)
                 if isinstance(action, Finish):
@@ -155,6 +159,8 @@ class World:
             case Restore():
                 self.weight = 0
                 self.weights.append((self.t(), 0))
+            case CheckProviders():
+                return ProvidersChecked(offline=self.offline)
             case Deploy():
                 self.latest = "podinfo-00002"
                 return Observed(facts=self.facts(self))
@@ -577,7 +583,9 @@ def test_no_annotation_with_a_newer_revision_pins_then_analyses() -> None:
         seed(), annotation=None, facts=lambda w: replace(ready_canary(w), serving_revision="podinfo-00001")
     )
     assert world.run().decision is Decision.PROMOTED
-    assert isinstance(world.actions[0], Pin) and world.actions[0].primary == "podinfo-00001"
+    # the metrics-server check asks only; the pin is the first thing done
+    assert isinstance(world.actions[0], CheckProviders)
+    assert isinstance(world.actions[1], Pin) and world.actions[1].primary == "podinfo-00001"
     assert world.messages()[:2] == [
         "Initialization done! podinfo.test",
         "New revision detected! Scaling up podinfo.test",
@@ -592,8 +600,8 @@ def test_pinned_and_no_new_revision_is_nothing_to_do() -> None:
 def test_deploy_pins_first_then_deploys() -> None:
     world = World(seed(), annotation=None, latest="podinfo-00001", deploy=True)
     assert world.run().decision is Decision.PROMOTED
-    kinds = [type(a).__name__ for a in world.actions[:4]]
-    assert kinds == ["Pin", "Emit", "WriteStatus", "Deploy"]
+    kinds = [type(a).__name__ for a in world.actions[:5]]
+    assert kinds == ["CheckProviders", "Pin", "Emit", "WriteStatus", "Deploy"]
 
 
 def test_no_serving_revision_fails_clearly() -> None:

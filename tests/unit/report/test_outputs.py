@@ -12,7 +12,7 @@ import pytest
 from step.analysis.evaluate import Verdict
 from step.analysis.records import CheckRecord, EventRecord, HookRecord, TickRecord
 from step.contract import RESULT_NAMES, TERMINATION_MESSAGE_BUDGET, Decision
-from step.errors import ExitCode, RollbackFailed, SpecError
+from step.errors import ErrorInfo, ExitCode, RollbackFailed, SpecError
 from step.ports import TrafficTarget, describe_traffic
 from step.report.outcome import Outcome
 from step.report.results import (
@@ -53,8 +53,8 @@ def outcome(**changes: object) -> Outcome:
         ({"decision": Decision.SKIPPED}, ExitCode.OK),
         ({"decision": Decision.ROLLED_BACK}, ExitCode.ROLLED_BACK),
         ({"decision": Decision.FAILED}, ExitCode.INFRASTRUCTURE),
-        ({"decision": Decision.FAILED, "error": RollbackFailed("x")}, ExitCode.ROLLBACK_FAILED),
-        ({"decision": Decision.FAILED, "error": SpecError("x")}, ExitCode.USAGE),
+        ({"decision": Decision.FAILED, "error": ErrorInfo.of(RollbackFailed("x"))}, ExitCode.ROLLBACK_FAILED),
+        ({"decision": Decision.FAILED, "error": ErrorInfo.of(SpecError("x"))}, ExitCode.USAGE),
         ({"decision": Decision.FAILED, "signal": int(signal.SIGTERM)}, ExitCode.INTERRUPTED_TERM),
         ({"decision": Decision.FAILED, "signal": int(signal.SIGINT)}, ExitCode.INTERRUPTED_INT),
     ],
