@@ -227,6 +227,15 @@ class Kube:
             body=event,
         )
 
+    def patch_event(self, *, namespace: str, name: str, patch: Obj) -> Obj:
+        """A merge patch on a core/v1 Event: how a repeated event counts up (`count`, `lastTimestamp`)."""
+        return self._object(
+            Target(verb="patch", resource=EVENTS, namespace=namespace, name=name),
+            method="PATCH",
+            body=patch,
+            content_type=MERGE_PATCH,
+        )
+
     # ------------------------------------------------------------------ Flagger resources
 
     def get_canary(self, *, namespace: str, name: str) -> Obj:

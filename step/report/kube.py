@@ -1,7 +1,9 @@
 """Visibility in the cluster: Kubernetes Events on the Knative Service and the Canary's status.
 
 Owns: `KubeEventSink` (core/v1 Events on the Knative Service, reason `Synced` as Flagger records
-them, source component `canary-step`, so `kubectl describe ksvc` lists them) and
+them, source component `canary-step`, so `kubectl describe ksvc` lists them; a repeated event is
+counted on the first one, as client-go's event correlator does, so an hour of halts is one Event
+"x240 over 1h", not 240) and
 `CanaryStatusSink` (Flagger's status fields and its single `Promoted` condition, written through the
 Canary's `/status` subresource where the CRD and the resource exist).
 Must not: fail the run. Every error here is logged and swallowed: visibility is never worth a
@@ -14,7 +16,9 @@ import datetime
 import logging
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from step.errors import Forbidden, NotFound, StepError
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "canary-step"
 EVENT_REASON = "Synced"  # Flagger's recorder uses this one reason for every event
+MAX_RECORDED = 4096  # events remembered for counting repeats (client-go's LRU cache holds as many)
 KNATIVE_SERVICE_API_VERSION = "serving.knative.dev/v1"
 
 # flagger-semantics 1.9: Promoted is True for Initialized/Succeeded, False for Failed, else Unknown.
@@ -50,8 +55,23 @@ def flagger_condition_message(phase: str, kind: str = "Service") -> str:
     }.get(phase, "")
 
 
+@dataclass
+class _Recorded:
+    """An Event this sink created, for counting its repeats on it."""
+
+    name: str
+    first_timestamp: str
+    count: int
+
+
 class KubeEventSink:
-    """`ports.EventSink`: one core/v1 Event per call, on the Knative Service. Never raises."""
+    """`ports.EventSink`: core/v1 Events on the Knative Service, repeats aggregated. Never raises.
+
+    The first occurrence of an event (same type, reason and message) is created; each repeat is one
+    merge patch of its `count` and `lastTimestamp` (no GET: the sink remembers the name it created).
+    A repeat whose Event is gone (the API server's event TTL) creates it again with the count so far.
+    Without RBAC `patch` on events, it warns once and creates one Event per occurrence instead.
+    """
 
     def __init__(
         self,
@@ -69,40 +89,19 @@ class KubeEventSink:
         self._instance = instance or socket.gethostname()
         self._uid: str | None = None
         self._uid_looked_up = False
+        self._recorded: OrderedDict[tuple[str, str, str], _Recorded] = OrderedDict()
+        self._can_patch = True
         self.failures = 0
 
     def emit(self, *, type: EventType, message: str) -> None:
         now = self._wall()
-        involved: dict[str, Any] = {
-            "apiVersion": KNATIVE_SERVICE_API_VERSION,
-            "kind": "Service",
-            "name": self._service,
-            "namespace": self._namespace,
-        }
-        uid = self._service_uid()
-        if uid:
-            involved["uid"] = uid  # kubectl describe selects events by the object's uid
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                # client-go's naming: <object>.<unix nanoseconds in hex>
-                "name": f"{self._service}.{int(now * 1e9):x}",
-                "namespace": self._namespace,
-            },
-            "involvedObject": involved,
-            "reason": EVENT_REASON,
-            "message": message,
-            "type": type,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self._instance,
-            "firstTimestamp": _rfc3339(now),
-            "lastTimestamp": _rfc3339(now),
-            "count": 1,
-        }
+        key = (type, EVENT_REASON, message)
+        recorded = self._recorded.get(key) if self._can_patch else None
         try:
-            self._kube.create_event(namespace=self._namespace, event=event)
+            if recorded is None:
+                self._create(key, now=now)
+            else:
+                self._count_again(key, recorded, now=now)
         except StepError as err:
             self.failures += 1
             level = logging.WARNING if isinstance(err, Forbidden) or self.failures == 1 else logging.DEBUG
@@ -114,6 +113,70 @@ class KubeEventSink:
                 self._service,
                 err,
             )
+
+    def _create(
+        self,
+        key: tuple[str, str, str],
+        *,
+        now: float,
+        name: str | None = None,
+        first: str | None = None,
+        count: int = 1,
+    ) -> None:
+        type, reason, message = key
+        involved: dict[str, Any] = {
+            "apiVersion": KNATIVE_SERVICE_API_VERSION,
+            "kind": "Service",
+            "name": self._service,
+            "namespace": self._namespace,
+        }
+        uid = self._service_uid()
+        if uid:
+            involved["uid"] = uid  # kubectl describe selects events by the object's uid
+        name = name or f"{self._service}.{int(now * 1e9):x}"  # client-go's: <object>.<unix ns in hex>
+        first = first or _rfc3339(now)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": self._namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message,
+            "type": type,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": first,
+            "lastTimestamp": _rfc3339(now),
+            "count": count,
+        }
+        self._kube.create_event(namespace=self._namespace, event=event)
+        self._recorded[key] = _Recorded(name=name, first_timestamp=first, count=count)
+        self._recorded.move_to_end(key)
+        while len(self._recorded) > MAX_RECORDED:
+            self._recorded.popitem(last=False)
+
+    def _count_again(self, key: tuple[str, str, str], recorded: _Recorded, *, now: float) -> None:
+        recorded.count += 1  # an occurrence counts even when recording it fails: the next patch says it
+        self._recorded.move_to_end(key)
+        patch = {"count": recorded.count, "lastTimestamp": _rfc3339(now)}
+        try:
+            self._kube.patch_event(namespace=self._namespace, name=recorded.name, patch=patch)
+        except NotFound:
+            # Expired (the API server's --event-ttl, 1 h by default) or deleted: as client-go does,
+            # create it again under its name, with the count and first time so far.
+            self._create(
+                key, now=now, name=recorded.name, first=recorded.first_timestamp, count=recorded.count
+            )
+        except Forbidden as err:
+            self._can_patch = False
+            log.warning(
+                "repeated events on %s/%s are recorded one by one, not counted: %s",
+                self._namespace,
+                self._service,
+                err,
+            )
+            self._create(key, now=now)
 
     def _service_uid(self) -> str | None:
         if self._uid is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +140,105 @@ def test_event_errors_are_logged_not_raised(
     sink.emit(type="Normal", message="hello")
     assert sink.failures == 1
     assert 'needs verb "create" on ""/events (core API group)' in caplog.text
+
+
+HALT = "Halt advancement no values found for knative metric request-success-rate"
+
+
+def _events(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    status, answer = plane.api.request("GET", f"/api/v1/namespaces/{namespace}/events")
+    assert status == 200, answer
+    return sorted(answer["items"], key=lambda e: (e["firstTimestamp"], e["metadata"]["name"]))
+
+
+def _described(event: dict[str, Any]) -> str:
+    """An event as `kubectl describe` lists it: type, reason, `(xN over S)`, message."""
+    first = datetime.datetime.fromisoformat(event["firstTimestamp"])
+    last = datetime.datetime.fromisoformat(event["lastTimestamp"])
+    seen = f" (x{event['count']} over {int((last - first).total_seconds())}s)" if event["count"] > 1 else ""
+    return f"{event['type']} {event['reason']}{seen} {event['message']}"
+
+
+class Wall:
+    """Wall-clock time that a test moves (Event timestamps), starting now."""
+
+    def __init__(self) -> None:
+        self.t = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_an_analysis_halted_n_times_leaves_one_event_with_count_n(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    plane = control_plane
+    plane.create_podinfo(namespace)
+    kube = _admin(plane)
+    wall = Wall()
+    sink = KubeEventSink(kube, namespace=namespace, service_name="podinfo", wall=wall)
+    sink.emit(type="Normal", message="Starting canary analysis for podinfo.test")
+    for _ in range(6):
+        wall.t += 15  # one halt per 15 s tick
+        sink.emit(type="Warning", message=HALT)
+    sink.emit(type="Normal", message="Rolling back podinfo.test failed checks threshold reached 6")
+    assert sink.failures == 0
+
+    assert [_described(e) for e in _events(plane, namespace)] == [
+        "Normal Synced Starting canary analysis for podinfo.test",
+        f"Warning Synced (x6 over 75s) {HALT}",
+        "Normal Synced Rolling back podinfo.test failed checks threshold reached 6",
+    ]
+    # The first halt is created, each repeat is one PATCH of count and lastTimestamp: no GET, no POST.
+    assert kube.requests.snapshot() == {"get": 1, "create": 3, "patch": 5}
+
+
+def test_a_repeat_of_an_expired_event_creates_it_again_with_the_count_so_far(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    plane = control_plane
+    plane.create_podinfo(namespace)
+    wall = Wall()
+    sink = KubeEventSink(_admin(plane), namespace=namespace, service_name="podinfo", wall=wall)
+    sink.emit(type="Warning", message=HALT)
+    (created,) = _events(plane, namespace)
+    # What the API server's --event-ttl (1 h) does to an Event, done at once.
+    status, answer = plane.api.request(
+        "DELETE", f"/api/v1/namespaces/{namespace}/events/{created['metadata']['name']}"
+    )
+    assert status == 200, answer
+    wall.t += 60
+    sink.emit(type="Warning", message=HALT)
+    (again,) = _events(plane, namespace)
+    assert again["metadata"]["name"] == created["metadata"]["name"]
+    assert again["count"] == 2 and again["firstTimestamp"] == created["firstTimestamp"]
+    assert _described(again) == f"Warning Synced (x2 over 60s) {HALT}"
+    assert sink.failures == 0
+
+
+def test_without_patch_on_events_each_repeat_is_its_own_event(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plane = control_plane
+    plane.create_podinfo(namespace)
+    kube = _as_service_account(
+        plane,
+        namespace,
+        tmp_path,
+        rules=[
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+            {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["get"]},
+        ],
+    )
+    wall = Wall()
+    sink = KubeEventSink(kube, namespace=namespace, service_name="podinfo", wall=wall)
+    for _ in range(3):
+        wall.t += 1
+        sink.emit(type="Warning", message=HALT)
+    assert [_described(e) for e in _events(plane, namespace)] == [f"Warning Synced {HALT}"] * 3
+    assert 'needs verb "patch" on ""/events (core API group)' in caplog.text
+    assert caplog.text.count("not counted") == 1  # warned once, not on every repeat
+    assert kube.requests.snapshot() == {"get": 1, "create": 3, "patch": 1}
 
 
 def _create_canary(plane: ControlPlane, namespace: str) -> dict[str, Any]:
