@@ -39,8 +39,10 @@ from step.report.timeline import LogFormat, Timeline, outcome_json, write_json
 from step.router.knative import KnativeRouter
 from step.spec.build import build_metric_template
 from step.spec.durations import parse_duration
-from step.spec.loader import DEFAULT_NAMESPACE, bundle_from_objects, load_bundle
-from step.spec.model import KNATIVE_API_VERSION, MetricTemplate, SpecBundle
+from step.spec.loader import DEFAULT_NAMESPACE, bundle_from_objects, load_bundle, load_files
+from step.spec.model import MetricTemplate, SpecBundle
+from step.spec.problems import InvalidSpecError, Problem
+from step.spec.rules import run_support_findings, run_support_problems
 from step.webhooks.http import HttpWebhookCaller
 from step.webhooks.payload import EventWebhooks
 
@@ -283,7 +285,6 @@ class _Run:
         if files:
             try:
                 bundle = self._load_files(files)
-                self._check_supported(bundle)
             except SpecError as err:
                 self._fail_early(err, reason="invalid-spec", bundle=None)
         try:
@@ -293,7 +294,6 @@ class _Run:
                     assert canary_ref is not None
                     bundle = self._load_ref(canary_ref)
                 bundle = self._with_cluster_templates(bundle)
-                self._check_supported(bundle)
                 timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
                 ports = self._ports(bundle, metrics_server=metrics_server, timeline=timeline)
         except SpecError as err:
@@ -334,10 +334,17 @@ class _Run:
     # ------------------------------------------------------------------ inputs
 
     def _load_files(self, files: tuple[str, ...]) -> SpecBundle:
-        bundle = load_bundle(
-            list(files), templates_from_cluster=True, default_namespace=self.namespace or DEFAULT_NAMESPACE
-        )
-        return self._override_namespace(bundle)
+        """The one Canary of the files, refused with file and line if `run` cannot carry it out."""
+        namespace = self.namespace or DEFAULT_NAMESPACE
+        loaded = load_files(list(files), templates_from_cluster=True, default_namespace=namespace)
+        if not loaded.ok or len(loaded.canaries) != 1:  # load_bundle says what is wrong
+            return self._override_namespace(
+                load_bundle(list(files), templates_from_cluster=True, default_namespace=namespace)
+            )
+        unsupported = run_support_problems(loaded)
+        if unsupported:
+            raise InvalidSpecError(unsupported)
+        return self._override_namespace(loaded.bundle(loaded.canaries[0]))
 
     def _override_namespace(self, bundle: SpecBundle) -> SpecBundle:
         if self.namespace is None or bundle.canary.namespace == self.namespace:
@@ -352,9 +359,15 @@ class _Run:
             obj = self.kube.get_canary(namespace=namespace, name=name)
         except NotFound:
             raise SpecError(f"Canary {namespace}/{name} was not found in the cluster") from None
-        return self._override_namespace(
-            bundle_from_objects([obj], source=f"canary {namespace}/{name}", default_namespace=namespace)
-        )
+        source = f"canary {namespace}/{name}"
+        bundle = bundle_from_objects([obj], source=source, default_namespace=namespace)
+        unsupported = [
+            Problem(file=source, line=0, path=path, message=message)
+            for path, message in run_support_findings(obj)
+        ]
+        if unsupported:
+            raise InvalidSpecError(unsupported)
+        return self._override_namespace(bundle)
 
     def _with_cluster_templates(self, bundle: SpecBundle) -> SpecBundle:
         templates: dict[tuple[str, str], MetricTemplate] = dict(bundle.metric_templates)
@@ -379,37 +392,6 @@ class _Run:
                     f"MetricTemplate {key[0]}/{key[1]} in the cluster is malformed: {err}"
                 ) from None
         return dataclasses.replace(bundle, metric_templates=templates)
-
-    @staticmethod
-    def _check_supported(bundle: SpecBundle) -> None:
-        canary = bundle.canary
-        if canary.provider != "knative" or canary.target_api_version != KNATIVE_API_VERSION:
-            raise SpecError(
-                f"Canary {canary.namespace}/{canary.name}: `canary-step run` analyses Knative Services only "
-                f"(spec.provider: knative, targetRef {KNATIVE_API_VERSION} Service); this one has provider "
-                f"{canary.provider!r} and targetRef {canary.target_api_version} {canary.target_kind}"
-            )
-        if canary.target_kind != "Service":
-            raise SpecError(f"Canary {canary.namespace}/{canary.name}: targetRef must be a Knative Service")
-        # Flagger's Knative path does not do these meaningfully (flagger-semantics.md section 2): Blue/Green
-        # keeps the canary at 0 % (no values found), mirroring loops at weight 0, and a promotion step
-        # writes splits Knative rejects. Refuse them rather than run something other than asked.
-        analysis = canary.analysis
-        unsupported = [
-            field
-            for field, used in (
-                ("spec.analysis.iterations (Blue/Green, A/B)", analysis.iterations > 0),
-                ("spec.analysis.mirror", analysis.mirror),
-                ("spec.analysis.stepWeightPromotion", analysis.step_weight_promotion > 0),
-            )
-            if used
-        ]
-        if unsupported:
-            raise SpecError(
-                f"Canary {canary.namespace}/{canary.name}: {', '.join(unsupported)} cannot be honoured for a "
-                "Knative Service; `canary-step run` does the progressive canary strategy (stepWeight or "
-                "stepWeights) only"
-            )
 
     def _ports(self, bundle: SpecBundle, *, metrics_server: str, timeline: Timeline) -> Ports:
         canary = bundle.canary

@@ -231,8 +231,11 @@ def test_sigterm_while_an_api_call_hangs_exits_143_with_results(tmp_path: Path, 
 @pytest.mark.parametrize(
     ("analysis", "field"),
     [
-        ("{interval: 1s, threshold: 5, iterations: 5}", "spec.analysis.iterations (Blue/Green, A/B)"),
-        ("{interval: 1s, threshold: 5, maxWeight: 50, stepWeight: 10, mirror: true}", "spec.analysis.mirror"),
+        ("{interval: 1s, threshold: 5, iterations: 5}", "spec.analysis.iterations: Blue/Green (iterations)"),
+        (
+            "{interval: 1s, threshold: 5, maxWeight: 50, stepWeight: 10, mirror: true}",
+            "spec.analysis.mirror: traffic mirroring",
+        ),
     ],
 )
 def test_strategies_knative_cannot_do_are_refused_with_exit_2(
@@ -244,4 +247,5 @@ def test_strategies_knative_cannot_do_are_refused_with_exit_2(
     )
     code, _, err = invoke(str(spec), "--report", str(tmp_path / "r.json"))
     assert code == 2, err
-    assert f"{field} cannot be honoured for a Knative Service" in err
+    # the same finding, with file and line, as `validate` and `plan` report it (spec.rules)
+    assert f"{spec}:" in err and f"{field} cannot be carried out for a Knative Service" in err
