@@ -40,21 +40,6 @@ def _rfc3339(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def flagger_condition_message(phase: str, kind: str = "Service") -> str:
-    """Flagger's `Promoted` condition message for a phase (`canary/status.go`)."""
-    return {
-        "Initializing": f"New {kind} detected, starting initialization.",
-        "Initialized": f"{kind} initialization completed.",
-        "Waiting": "Waiting for approval.",
-        "WaitingPromotion": "Waiting for approval.",
-        "Progressing": "New revision detected, progressing canary analysis.",
-        "Promoting": "Canary analysis completed, starting primary rolling update.",
-        "Finalising": "Canary analysis completed, routing all traffic to primary.",
-        "Succeeded": "Canary analysis completed successfully, promotion finished.",
-        "Failed": f"Canary analysis failed, {kind} scaled to zero.",
-    }.get(phase, "")
-
-
 @dataclass
 class _Recorded:
     """An Event this sink created, for counting its repeats on it."""
@@ -201,13 +186,11 @@ class CanaryStatusSink:
         *,
         namespace: str,
         name: str,
-        kind: str = "Service",
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._kube = kube
         self._namespace = namespace
         self._name = name
-        self._kind = kind
         self._wall = wall
         self._enabled: bool | None = None  # None until the first write looks for the resource
         self._condition: Mapping[str, Any] | None = None  # the Promoted condition as last known
@@ -229,7 +212,7 @@ class CanaryStatusSink:
             "type": "Promoted",
             "status": condition_status,
             "reason": status.phase,
-            "message": status.message or flagger_condition_message(status.phase, self._kind),
+            "message": status.message,  # Flagger's text for the phase, chosen by the state machine
             "lastUpdateTime": now,
             "lastTransitionTime": (
                 previous["lastTransitionTime"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from step.analysis.machine import PHASE_MESSAGES, Phase
 from step.clock import MonotonicClock
 from step.errors import Forbidden, NotFound
 from step.kube import Kube, RetryPolicy, connect
@@ -268,6 +270,10 @@ def _canary_status(plane: ControlPlane, namespace: str) -> dict[str, Any]:
     return found
 
 
+def _message(phase: str) -> str:
+    return PHASE_MESSAGES[Phase(phase)]
+
+
 def test_canary_status_is_written_through_the_status_subresource(
     control_plane: ControlPlane, namespace: str
 ) -> None:
@@ -277,7 +283,10 @@ def test_canary_status_is_written_through_the_status_subresource(
     clock = iter([1_800_000_000.0, 1_800_000_010.0, 1_800_000_020.0, 1_800_000_030.0])
     sink = CanaryStatusSink(kube, namespace=namespace, name="podinfo", wall=lambda: next(clock))
 
-    progressing = CanaryStatus(phase="Progressing", canary_weight=10, failed_checks=1, iterations=0)
+    # The messages are the state machine's (Flagger's canary/status.go texts); the sink writes them.
+    progressing = CanaryStatus(
+        phase="Progressing", canary_weight=10, failed_checks=1, iterations=0, message=_message("Progressing")
+    )
     sink.write(progressing)
     status = _canary_status(plane, namespace)
     assert sink.enabled is True
@@ -301,12 +310,16 @@ def test_canary_status_is_written_through_the_status_subresource(
     sink.write(progressing)  # unchanged: nothing is sent
     assert kube.requests.snapshot() == {"get": 1, "patch": 1}
 
-    sink.write(CanaryStatus(phase="Progressing", canary_weight=20, failed_checks=1, iterations=0))
+    sink.write(replace(progressing, canary_weight=20))
     (condition,) = _canary_status(plane, namespace)["conditions"]
     assert condition["lastTransitionTime"] == "2027-01-15T08:00:00Z"  # Unknown -> Unknown: kept
     assert condition["lastUpdateTime"] == "2027-01-15T08:00:10Z"
 
-    sink.write(CanaryStatus(phase="Succeeded", canary_weight=0, failed_checks=1, iterations=0))
+    sink.write(
+        CanaryStatus(
+            phase="Succeeded", canary_weight=0, failed_checks=1, iterations=0, message=_message("Succeeded")
+        )
+    )
     status = _canary_status(plane, namespace)
     assert status["phase"] == "Succeeded" and status["canaryWeight"] == 0
     (condition,) = status["conditions"]
