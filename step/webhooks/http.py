@@ -23,6 +23,7 @@ import requests
 import tenacity
 import urllib3
 
+from step.clock import MonotonicClock
 from step.ports import Clock, WebhookPayload, WebhookResult
 from step.retrying import RetryPolicy, parse_retry_after, retrying
 from step.spec.model import Webhook
@@ -35,14 +36,6 @@ MAX_ERROR_BODY = 64 * 1024
 GO_RETRYABLEHTTP = RetryPolicy(
     attempts=1, backoff_base=1.0, backoff_cap=30.0, jitter=0.0, deadline=math.inf, retry_after_cap=30.0
 )
-
-
-class _MonotonicClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
 
 
 def payload_json(payload: WebhookPayload) -> bytes:
@@ -94,7 +87,7 @@ class HttpWebhookCaller:
         wall: Callable[[], float] = time.time,
     ) -> None:
         """`policy` is the backoff schedule; each hook's `retries` + 1 replaces its `attempts`."""
-        self._clock: Clock = clock if clock is not None else _MonotonicClock()
+        self._clock: Clock = clock if clock is not None else MonotonicClock()
         self._policy = policy
         self._wall = wall  # Unix time, for a Retry-After given as an HTTP date
         self._session = requests.Session()
