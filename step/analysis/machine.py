@@ -469,7 +469,7 @@ class _Step:
         self.after_rollback_hooks()
 
     def after_rollback_hooks(self) -> None:
-        threshold = self.s.config.threshold
+        threshold = self.canary_spec.analysis.threshold  # `<= 0 means 1` is resolved in spec.build
         if self.s.failed_checks >= threshold:
             text = f"{self.s.failed_checks} failed checks reached the threshold of {threshold}"
             self.rollback(Reason.FAILED_CHECKS, text)

@@ -16,9 +16,7 @@ def max_weight(analysis: Analysis) -> int:
     """The weight at which the next tick promotes (stepWeights' last entry wins over maxWeight)."""
     if analysis.step_weights:
         return min(TOTAL_WEIGHT, analysis.step_weights[-1])
-    if analysis.max_weight > 0:
-        return analysis.max_weight
-    return TOTAL_WEIGHT
+    return analysis.max_weight  # `<= 0 means 100` is resolved once, in spec.build
 
 
 def next_step_weight(analysis: Analysis, canary_weight: int) -> int:

@@ -91,11 +91,6 @@ class Config:
     consecutive_error_limit: int = DEFAULT_CONSECUTIVE_ERROR_LIMIT
     timeout_seconds: float | None = None  # the run's overall --timeout
 
-    @property
-    def threshold(self) -> int:
-        """Flagger's GetAnalysisThreshold: 0 or less means 1."""
-        return max(1, self.canary.analysis.threshold)
-
 
 @dataclass(frozen=True, kw_only=True)
 class State:

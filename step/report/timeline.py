@@ -130,7 +130,7 @@ class Timeline:
 
     @property
     def threshold(self) -> int:
-        return max(1, self.canary.analysis.threshold)
+        return self.canary.analysis.threshold
 
     def tick(self, record: TickRecord, *, api_requests: int | None = None) -> None:
         self.ticks.append(record)

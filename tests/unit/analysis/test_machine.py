@@ -39,6 +39,7 @@ from step.analysis.state import Config, Phase, Reason, State, initial_state
 from step.contract import Decision
 from step.errors import ErrorInfo, ExitCode
 from step.ports import RevisionPhase
+from step.spec.build import build_analysis
 from step.spec.model import Analysis, Canary, Metric, OnNoData, TemplateRef, Webhook, WebhookType
 
 INTERVAL = 10.0
@@ -251,6 +252,13 @@ def test_the_first_tick_runs_no_metrics_and_the_promotion_tick_runs_them_again()
     ],
 )
 def test_weight_schedules(analysis: dict[str, object], expected: list[int]) -> None:
+    if (
+        "max_weight" in analysis
+    ):  # as `spec.build` reads maxWeight (the one place `<= 0 means 100` is decided)
+        analysis = {
+            **analysis,
+            "max_weight": build_analysis({"maxWeight": analysis["max_weight"]}).max_weight,
+        }
     world = World(seed(**analysis))
     assert world.run().decision is Decision.PROMOTED
     assert [w for _, w in world.weights] == expected
@@ -277,7 +285,8 @@ def always(value: float) -> ReadingScript:
 
 @pytest.mark.parametrize(("threshold", "rollback_at"), [(0, 20), (1, 20), (2, 30), (5, 60)])
 def test_rollback_on_the_tick_after_the_nth_failed_check(threshold: int, rollback_at: float) -> None:
-    world = World(seed(threshold=threshold), readings=always(50.0))
+    # the spec's threshold as `spec.build` reads it (the one place `<= 0 means 1` is decided)
+    world = World(seed(threshold=build_analysis({"threshold": threshold}).threshold), readings=always(50.0))
     done = world.run()
     assert (done.decision, done.reason) == (Decision.ROLLED_BACK, Reason.FAILED_CHECKS)
     # the first tick (no metrics) advanced to 10; every later tick failed and held the weight
