@@ -652,6 +652,15 @@ class _Step:
             return
         text = msg.infrastructure_error(*self.who, failed.message)
         self.warn(text)
+        if isinstance(failed.action, Pin):
+            # The run's first write: nothing after it in the batch happened, so no traffic moved.
+            self.set(errors=(*self.s.errors, text), canary_weight=0, traffic_moved=False)
+            self.finish(
+                Finish(
+                    decision=Decision.FAILED, reason=Reason.INFRASTRUCTURE, message=text, error=failed.error
+                )
+            )
+            return
         self.abort(Reason.INFRASTRUCTURE, text, failed_action=failed.action, error=failed.error)
 
     def restore_failed(self, error: ErrorInfo) -> None:
