@@ -273,6 +273,14 @@ class _Step:
             self.warn(text)
             self.abort(Reason.TIMEOUT, text)
             return
+        if self.s.config.rollback_resumed and self.s.resumed_from is not None and self.s.phase in _ANALYSING:
+            text = (
+                f"Rolling back {self.who[0]}.{self.who[1]}: the interrupted analysis of {self.s.canary}"
+                " is rolled back (--on-interrupted rollback)"
+            )
+            self.warn(text)
+            self.rollback(Reason.MANUAL_ROLLBACK, text)
+            return
         if self.s.phase is None:
             self.preflight(facts)
         elif self.s.phase in (Phase.INITIALIZED, Phase.WAITING):
@@ -350,7 +358,12 @@ class _Step:
     def nothing_to_analyse(self) -> None:
         primary = self.s.primary
         assert primary is not None
-        if self.s.pinned_this_run and _revision_number(primary) > 1 and not self.s.config.deploy:
+        if primary == self.s.config.came_for or (self.s.config.deploy and not self.s.pinned_this_run):
+            text = f"{primary} is already the primary: another run promoted it; nothing to analyse"
+            if self.s.config.deploy:
+                text = f"the image is already the primary's ({primary}): nothing to deploy or analyse"
+            done = Finish(decision=Decision.SKIPPED, reason=Reason.ALREADY_PROMOTED, message=text)
+        elif self.s.pinned_this_run and _revision_number(primary) > 1 and not self.s.config.deploy:
             text = msg.unanalysed_revision_serving(primary)
             self.warn(text)
             done = Finish(decision=Decision.INITIALIZED, reason=Reason.UNANALYSED_REVISION, message=text)
@@ -397,6 +410,9 @@ class _Step:
 
     def progressing(self, facts: ServiceFacts) -> None:
         assert self.s.primary is not None and self.s.canary is not None
+        if facts.primary_revision is not None and facts.primary_revision != self.s.primary:
+            self.primary_moved(facts.primary_revision)
+            return
         latest = facts.latest_created_revision
         if latest is not None and latest not in (self.s.canary, self.s.primary):
             self.restart(latest)
@@ -418,6 +434,27 @@ class _Step:
             self.run_hooks(WebhookType.ROLLBACK, self.s.phase or Phase.PROGRESSING, Stage.ROLLBACK_HOOKS)
             return
         self.after_rollback_hooks()
+
+    def primary_moved(self, primary: str) -> None:
+        """Someone else changed the primary: the primary only moves forward, so never route back to ours."""
+        canary, before = self.s.canary, self.s.primary
+        assert canary is not None and before is not None
+        if primary == canary:
+            text = f"{canary} became the primary while this run analysed it (another run promoted it)"
+            self.warn(text + "; this run writes no traffic")
+            self.set(primary=primary, phase=Phase.SUCCEEDED, canary_weight=0, traffic_moved=False)
+            self.finish(Finish(decision=Decision.SKIPPED, reason=Reason.ALREADY_PROMOTED, message=text))
+            return
+        self.warn(f"the primary changed from {before} to {primary} while this run analysed {canary}")
+        self.set(primary=primary)
+        if _revision_number(canary) > _revision_number(primary):
+            self.end_tick()  # go on against the new primary: the next step routes it, a rollback restores it
+            return
+        text = f"{canary} is not newer than the primary {primary}: nothing to analyse"
+        if self.s.canary_weight > 0 or self.s.traffic_moved:
+            self.actions.append(Restore(primary=primary, canary=canary))
+        self.set(phase=Phase.FAILED, canary_weight=0, traffic_moved=False)
+        self.finish(Finish(decision=Decision.SKIPPED, reason=Reason.NO_NEW_REVISION, message=text))
 
     def restart(self, latest: str) -> None:
         assert self.s.primary is not None

@@ -90,6 +90,10 @@ class Config:
     deploy: bool = False  # --image was given: pin first, then ask the driver to deploy
     consecutive_error_limit: int = DEFAULT_CONSECUTIVE_ERROR_LIMIT
     timeout_seconds: float | None = None  # the run's overall --timeout
+    # The canary revision this run came for, seen before it waited for the Service's lease (None when
+    # there was none): if it is the primary by the time the run may act, another run promoted it.
+    came_for: str | None = None
+    rollback_resumed: bool = False  # --on-interrupted rollback: roll a resumed analysis back at once
 
 
 @dataclass(frozen=True, kw_only=True)
