@@ -76,6 +76,7 @@ class KubeEventSink:
         self._uid_looked_up = False
         self._recorded: OrderedDict[tuple[str, str, str], _Recorded] = OrderedDict()
         self._can_patch = True
+        self._last_ns = 0  # the newest timestamp an Event name carried
         self.failures = 0
 
     def emit(self, *, type: EventType, message: str) -> None:
@@ -118,7 +119,11 @@ class KubeEventSink:
         uid = self._service_uid()
         if uid:
             involved["uid"] = uid  # kubectl describe selects events by the object's uid
-        name = name or f"{self._service}.{int(now * 1e9):x}"  # client-go's: <object>.<unix ns in hex>
+        if name is None:
+            # client-go's naming, <object>.<unix nanoseconds in hex>, made unique within this run: two
+            # events read the same clock value when the wall clock is coarse (or a test's).
+            self._last_ns = max(int(now * 1e9), self._last_ns + 1)
+            name = f"{self._service}.{self._last_ns:x}"
         first = first or _rfc3339(now)
         event = {
             "apiVersion": "v1",
