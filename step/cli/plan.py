@@ -1,12 +1,14 @@
 """`canary-step plan FILE...`: what a run of this spec would do, computed without a cluster.
 
-Owns: the plan command and `build_plan`, a pure prediction from a `SpecBundle`: the weight schedule
-(from `step.analysis.schedule`), the tick count, the earliest promotion and the earliest and latest
-rollback, the webhooks in firing order, and each metric's rendered query.
+Owns: the plan command and `build_plan`, a pure prediction from a `SpecBundle`: the weight schedule,
+the tick count, the earliest promotion and the earliest and latest rollback — all read off the state
+machine's own run against a scripted world (`step.analysis.simulator`: every check passing, then
+every check failing, then failing only at max weight), so the plan cannot drift from `run` — the
+webhooks in firing order, and each metric's query as `run` renders it (`step.metrics.measure`).
 Must not: import `kubernetes`, talk to a cluster, or make decisions for a run (the state machine in
-`step.analysis` does; this only restates Flagger's timing rules, see docs/spec.md).
+`step.analysis` does; see docs/spec.md).
 
-Timing, with I the analysis interval, N the threshold (<= 0 means 1) and k the advancing ticks (the
+What comes out, with I the analysis interval, N the threshold (<= 0 means 1) and k the advancing ticks (the
 weight steps to max weight, or `iterations`); t = 0 is the first analysis tick, once the canary revision
 is Ready (we wait up to progressDeadlineSeconds for that, and roll back if it is not):
   - tick 0 runs the pre-rollout hooks and the first weight step, no metrics;
@@ -25,7 +27,8 @@ from typing import Any
 
 import click
 
-from step.analysis.schedule import weight_schedule
+from step.analysis.simulator import simulate
+from step.analysis.strategy import strategy_for
 from step.cli._common import (
     CANARY_REVISION_PLACEHOLDER,
     echo_err,
@@ -102,34 +105,14 @@ def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> P
     """The plan of one canary; `loaded` supplies its MetricTemplates. Raises TemplateError."""
     analysis = canary.analysis
     interval = analysis.interval_seconds
-    threshold = analysis.threshold if analysis.threshold > 0 else 1
-    strategy = (
-        "skip-analysis" if canary.skip_analysis else "blue-green" if analysis.iterations > 0 else "canary"
-    )
-    schedule: tuple[int, ...] = ()
-    if strategy == "canary":
-        schedule = weight_schedule(analysis)
-        steps: int | None = len(schedule) - 1 if schedule else None
-        text = " -> ".join(str(w) for w in schedule) + " -> promote" if schedule else "never promotes"
-    elif strategy == "blue-green":
-        steps = analysis.iterations
-        text = f"0 for {analysis.iterations} iterations -> promote"
+    threshold = analysis.threshold
+    if analysis.iterations > 0:  # `run` refuses it (spec.rules); the machine has no such strategy yet
+        strategy = "blue-green"
+        timing = _blue_green_timing(canary)
     else:
-        steps = 0
-        text = "promote (analysis skipped)"
-
-    hooks = analysis.webhooks
-    can_fail_first = strategy != "skip-analysis" and any(h.type == WebhookType.PRE_ROLLOUT for h in hooks)
-    can_fail_later = strategy != "skip-analysis" and (
-        bool(analysis.metrics) or any(h.type == WebhookType.ROLLOUT for h in hooks)
-    )
-    earliest_rollback = latest_rollback = None
-    if can_fail_first:
-        earliest_rollback = latest_rollback = threshold * interval
-    if can_fail_later:
-        if not can_fail_first:
-            earliest_rollback = (threshold + 1) * interval
-        latest_rollback = None if steps is None else (steps + threshold) * interval
+        strategy = "skip-analysis" if canary.skip_analysis else strategy_for(canary).name
+        timing = _simulated_timing(canary)
+    schedule, steps, text, promotion, earliest_rollback, latest_rollback = timing
 
     planned_hooks = tuple(
         PlannedWebhook(name=h.name, type=kind.value, url=h.url, when=when)
@@ -152,12 +135,55 @@ def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> P
         schedule_text=text,
         ticks=None if steps is None else steps + 1,
         metric_ticks=None if steps is None or strategy == "skip-analysis" else steps,
-        earliest_promotion_seconds=None if steps is None else steps * interval,
+        earliest_promotion_seconds=promotion,
         earliest_rollback_seconds=earliest_rollback,
         latest_rollback_seconds=latest_rollback,
         webhooks=planned_hooks,
         metrics=planned_metrics,
     )
+
+
+_Timing = tuple[tuple[int, ...], int | None, str, float | None, float | None, float | None]
+
+
+def _simulated_timing(canary: Canary) -> _Timing:
+    """Schedule, advancing ticks, schedule text, promotion and rollback times: the machine's own run.
+
+    The earliest rollback: every check fails from the start. The latest: every check passes until
+    the weight the promotion follows, then fails (a pre-rollout failure can only come early).
+    """
+    passing = simulate(canary)
+    promotion = passing.promoted_at
+    routed = tuple(w for _, w in passing.weights[:-1])  # the last write is the promotion
+    if promotion is None:
+        schedule: tuple[int, ...] = ()
+        text = "never promotes"
+    elif canary.skip_analysis:
+        schedule, text = (), "promote (analysis skipped)"
+    else:
+        schedule = (0, *routed)
+        text = " -> ".join(str(w) for w in schedule) + " -> promote"
+    steps = None if promotion is None else len(routed)
+    top = max(schedule, default=0)
+    early = simulate(canary, failing=lambda weight: True).rolled_back_at
+    late = simulate(canary, failing=lambda weight: weight >= top).rolled_back_at
+    found = [t for t in (early, late) if t is not None]
+    latest = None if promotion is None else max(found, default=None)
+    return schedule, steps, text, promotion, min(found, default=None), latest
+
+
+def _blue_green_timing(canary: Canary) -> _Timing:
+    """Flagger's timing for iterations at 0 %: pre-rollout hooks can fail on tick 0, the rest after it."""
+    analysis = canary.analysis
+    interval, threshold, iterations = analysis.interval_seconds, analysis.threshold, analysis.iterations
+    can_fail_first = bool(analysis.hooks(WebhookType.PRE_ROLLOUT))
+    can_fail_later = bool(analysis.metrics) or bool(analysis.hooks(WebhookType.ROLLOUT))
+    earliest = latest = threshold * interval if can_fail_first else None
+    if can_fail_later:
+        earliest = earliest if can_fail_first else (threshold + 1) * interval
+        latest = (iterations + threshold) * interval
+    text = f"0 for {iterations} iterations -> promote"
+    return (), iterations, text, iterations * interval, earliest, latest
 
 
 def _planned_metric(
