@@ -1,7 +1,8 @@
 """The error tree and the exit codes: the contract every later module keeps.
 
-Owns: `ExitCode`, the one table of process exit codes, the exceptions that carry one, and
-`ErrorInfo`, an error as plain data that maps back to its exit code.
+Owns: `ExitCode`, the one table of process exit codes, the exceptions that carry one,
+`ErrorInfo`, an error as plain data that maps back to its exit code, and `one_line`, how a caught
+library exception is quoted in our messages.
 Must not: import anything of ours, or any third-party module.
 """
 
@@ -159,3 +160,8 @@ class ErrorInfo:
             resource=str(data.get("resource") or ""),
             status=status if isinstance(status, int) else None,
         )
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line of a message: its text (else its type's name), whitespace collapsed."""
+    return " ".join((str(err) or type(err).__name__).split())

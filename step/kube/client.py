@@ -30,7 +30,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException, ApiValueError
 from kubernetes.config.config_exception import ConfigException
 
-from step.errors import APIError, Conflict, InfrastructureError, Invalid
+from step.errors import APIError, Conflict, InfrastructureError, Invalid, one_line
 from step.kube.mapping import (
     Target,
     TransientAPIError,
@@ -98,7 +98,7 @@ class WatchStream:
         except (urllib3.exceptions.HTTPError, OSError) as err:
             # A watch that breaks off (read timeout, reset, closed) simply ends: the caller re-reads
             # and re-watches within its own deadline.
-            log.debug("watch on %s ended: %s", self._target.describe(), _one_line(err))
+            log.debug("watch on %s ended: %s", self._target.describe(), one_line(err))
         finally:
             with contextlib.suppress(Exception):
                 self._response.release_conn()
@@ -374,7 +374,7 @@ class Kube:
         except (urllib3.exceptions.HTTPError, OSError, ApiException, ApiValueError, ConfigException) as err:
             raise TransientAPIError(
                 f"cannot reach the API server at {self.host} to {target.verb} {target.describe()}:"
-                f" {_one_line(err)}",
+                f" {one_line(err)}",
                 status=None,
                 target=target,
                 retry_after=None,
@@ -427,11 +427,6 @@ def _watch_event(line: bytes, *, target: Target, host: str) -> WatchEvent:
         ) from None
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    return " ".join(text.split())
-
-
 # ---------------------------------------------------------------------- connecting
 
 
@@ -462,7 +457,7 @@ def connect(
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         ctx = f', context "{context}"' if context else ""
         raise InfrastructureError(
-            f"cannot load the Kubernetes configuration ({where}{ctx}): {_one_line(err)}"
+            f"cannot load the Kubernetes configuration ({where}{ctx}): {one_line(err)}"
         ) from None
     # The one request function owns retries: urllib3's own (3 by default) and client-go style
     # read retries are switched off.

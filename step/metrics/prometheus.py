@@ -22,7 +22,7 @@ import requests
 import tenacity
 import urllib3
 
-from step.errors import MetricError, NoValuesFound
+from step.errors import MetricError, NoValuesFound, one_line
 from step.retrying import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
@@ -117,13 +117,13 @@ class PrometheusProvider:
         try:
             response = loop(send)
         except requests.ConnectionError as err:
-            raise MetricError(f"Prometheus at {self.address} is unreachable: {_one_line(err)}") from None
+            raise MetricError(f"Prometheus at {self.address} is unreachable: {one_line(err)}") from None
         except requests.Timeout:
             raise MetricError(
                 f"Prometheus at {self.address} did not answer within {self._timeout:g}s"
             ) from None
         except requests.RequestException as err:
-            raise MetricError(f"Prometheus at {self.address}: request failed: {_one_line(err)}") from None
+            raise MetricError(f"Prometheus at {self.address}: request failed: {one_line(err)}") from None
         try:
             if response.status_code >= 400:
                 raise MetricError(f"error response: Status {response.status_code}: {_error_text(response)}")
@@ -184,7 +184,3 @@ def _error_text(response: requests.Response) -> str:
         kind = f"{body['errorType']}: " if body.get("errorType") else ""
         return f"{kind}{body['error']}"
     return response.text.strip()[:300] or response.reason or ""
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join((str(err) or type(err).__name__).split())

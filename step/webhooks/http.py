@@ -24,6 +24,7 @@ import tenacity
 import urllib3
 
 from step.clock import MonotonicClock
+from step.errors import one_line
 from step.ports import Clock, WebhookPayload, WebhookResult
 from step.retrying import RetryPolicy, parse_retry_after, retrying
 from step.spec.model import Webhook
@@ -148,11 +149,11 @@ class HttpWebhookCaller:
             requests.exceptions.InvalidSchema,
         ) as err:
             # go-retryablehttp does not retry certificate errors or unusable URLs either.
-            return _Attempt(None, "", None, " ".join(str(err).split()), final=True)
+            return _Attempt(None, "", None, one_line(err), final=True)
         except requests.Timeout:
             return _Attempt(None, "", None, f"timeout: no answer within {hook.timeout_seconds:g}s")
         except requests.RequestException as err:
-            return _Attempt(None, "", None, " ".join((str(err) or type(err).__name__).split()))
+            return _Attempt(None, "", None, one_line(err))
         try:
             raw = response.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
         except (urllib3.exceptions.HTTPError, OSError) as err:
