@@ -95,11 +95,8 @@ class Ports:
 def facts_of(view: ServiceView, router: Router) -> ServiceFacts:
     """What the state machine needs from the Service; reads the canary Revision only if not Ready."""
     latest = view.latest_created_revision
-    served: dict[str, int] = {}
-    for target in view.status_traffic:
-        if target.revision_name:
-            served[target.revision_name] = served.get(target.revision_name, 0) + target.percent
-    serving = max(served, key=lambda r: served[r]) if served else None
+    revisions = list(dict.fromkeys(t.revision_name for t in view.status_traffic if t.revision_name))
+    serving = max(revisions, key=view.weight_of) if revisions else None
     phase: RevisionPhase | None = None
     reason = ""
     if latest is not None and latest != view.primary_revision:
