@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from step.analysis.interrupted import record_of
 from step.analysis.machine import step
 from step.analysis.protocol import (
     Action,
@@ -32,6 +33,7 @@ from step.analysis.protocol import (
     EndTick,
     Finish,
     Interrupted,
+    LeaseLost,
     Measure,
     Measured,
     Observation,
@@ -48,6 +50,8 @@ from step.analysis.protocol import (
 )
 from step.analysis.state import Config, State, initial_state
 from step.errors import ErrorInfo, StepError
+from step.kube.lease import Lease
+from step.kube.lease import LeaseLost as LostLease
 from step.metrics.measure import measure, uses_metrics_server
 from step.ports import (
     Clock,
@@ -90,6 +94,9 @@ class Ports:
     template_metrics: Mapping[tuple[str, str], MetricsProvider] = field(default_factory=dict)  # by (ns, name)
     wall: Callable[[], float] = time.time  # the analysis state's time (seconds since the epoch)
     request_count: Callable[[], int] | None = None  # API requests sent so far, for the report
+    # The Service's lease, held by this run: renewed with the saved state at the end of each tick,
+    # and checked before each traffic write (fencing). None: no lease (tests with in-memory ports).
+    lease: Lease | None = None
 
 
 def facts_of(view: ServiceView, router: Router) -> ServiceFacts:
@@ -149,6 +156,7 @@ class Driver:
         consecutive_error_limit: int | None = None,
         handle_signals: bool = True,
         start: State | None = None,
+        came_for: str | None = None,
     ) -> None:
         self.bundle = bundle
         self.canary = bundle.canary
@@ -159,7 +167,9 @@ class Driver:
         extra: dict[str, Any] = {}
         if consecutive_error_limit is not None:
             extra["consecutive_error_limit"] = consecutive_error_limit
-        self.config = Config(canary=self.canary, deploy=image is not None, timeout_seconds=timeout, **extra)
+        self.config = Config(
+            canary=self.canary, deploy=image is not None, timeout_seconds=timeout, came_for=came_for, **extra
+        )
         self.handle_signals = handle_signals
         self.state: State | None = start  # a saved state to go on from (`step.analysis.state.resume`)
         self.view: ServiceView | None = None  # the newest Service view seen
@@ -193,6 +203,9 @@ class Driver:
                     pending = actions[i:]
                     try:
                         obs = self._perform(action)
+                    except LostLease as err:  # another run holds the Service now: nothing more is written
+                        obs = LeaseLost(message=str(err))
+                        break
                     except StepError as err:
                         obs = ActionFailed(action=action, error=ErrorInfo.of(err))
                         break
@@ -243,18 +256,22 @@ class Driver:
                 except StepError as err:
                     self.timeline.note(f"could not update the Canary status: {err}")
             case Pin(primary=primary) | Restore(primary=primary):
+                self._fence()
                 self.view = router.pin_primary(primary)
             case Deploy():
                 assert self.image is not None
+                self._fence()
                 self.timeline.note(f"setting the image to {self.image}")
                 self.view = router.set_image(image=self.image, container=self.container)
                 return self._observe()
             case CheckProviders():
                 return self._check_providers()
             case Route(primary=primary, canary=canary, canary_weight=weight):
+                self._fence()
                 self.view = router.route(primary=primary, canary=canary, canary_weight=weight)
                 self.weight_reached = weight
             case Promote(canary=canary):
+                self._fence()
                 self.view = router.promote(canary)
             case RunHooks(kind=kind, phase=phase, canary_revision=revision):
                 return run_hooks(
@@ -271,6 +288,7 @@ class Driver:
                 )
                 return Measured(metric=metric.name, reading=reading)
             case EndTick(record=record):
+                self._record()  # the renewal and the record: one write, counted in this tick
                 self.timeline.tick(record, api_requests=self._requests_since_last_tick())
             case Wait(until=until, wake_on_change=wake):
                 self._wait(until, wake_on_change=wake)
@@ -278,6 +296,18 @@ class Driver:
             case Finish():
                 pass
         return None
+
+    def _fence(self) -> None:
+        """Raise `LostLease` unless this run still holds the Service's lease (see `Lease.fence`)."""
+        if self.ports.lease is not None:
+            self.ports.lease.fence()
+
+    def _record(self) -> None:
+        """Renew the lease with the state after this tick, so a run that finds it expired can resume."""
+        lease, state = self.ports.lease, self.state
+        if lease is None or not lease.held or state is None or state.done:
+            return
+        lease.renew(record_of(state, run=lease.identity, now=self.ports.wall()))
 
     def _check_providers(self) -> ProvidersChecked:
         if not uses_metrics_server(self.canary) or self.ports.metrics.is_online():
@@ -337,6 +367,7 @@ class Driver:
                 _, actions = step(self.state, Interrupted(signal=None), self.ports.wall())
                 for action in actions:
                     if isinstance(action, Restore):
+                        self._fence()
                         self.view = self.ports.router.pin_primary(action.primary)
             except (StepError, SignalInterrupt):
                 pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -24,11 +25,14 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from step.analysis.interrupted import OnInterrupted, record_of
+from step.cli._lease import Held, start_state, take_lease
 from step.clock import MonotonicClock
 from step.contract import Decision
 from step.driver import Driver, Ports, SignalInterrupt, handling_signals
-from step.errors import ErrorInfo, NotFound, SpecError, StepError
+from step.errors import ErrorInfo, ExitCode, NotFound, SpecError, StepError
 from step.kube import RetryPolicy, connect
+from step.kube.lease import LeaseHeld
 from step.metrics.provider import builtin_provider, provider_for
 from step.ports import FanOut
 from step.report.kube import CanaryStatusSink, KubeEventSink
@@ -177,6 +181,34 @@ def _canary_ref(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="How long to wait, after each traffic write, for the Service's status to show the split "
     "(observedGeneration, Ready, status.traffic) before the write counts as failed.",
 )
+@_opt(
+    "--lock-wait",
+    envvar="LOCK_WAIT",
+    metavar="DURATION",
+    callback=_duration,
+    help="One analysis per Service: while another run holds the Service's lease "
+    "(coordination.k8s.io Lease canary-step.<service>), wait this long for it, printing who holds it, "
+    "then give up with decision `failed`, reason `locked`, exit 4, nothing touched. Default: as long "
+    "as --timeout allows (without --timeout, until the pipeline's own timeout).",
+)
+@_opt(
+    "--lease-duration",
+    envvar="LEASE_DURATION",
+    metavar="DURATION",
+    callback=_duration,
+    help="How long the Service's lease lasts unless renewed (it is renewed after every tick, with the "
+    "analysis state); a run killed mid-analysis is taken over by the next one after this long. "
+    "Default: 3 analysis intervals, at least 15s.",
+)
+@_opt(
+    "--on-interrupted",
+    envvar="ON_INTERRUPTED",
+    type=click.Choice([c.value for c in OnInterrupted]),
+    default=OnInterrupted.RESUME.value,
+    help="When another run left an unfinished analysis of the same canary revision on the lease "
+    "(it was killed): `resume` it (same weight, failed checks carried over, pre-rollout hooks not "
+    "repeated), `restart` it from 0 %, or `rollback` (100 % to the primary, exit 3).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -195,6 +227,9 @@ def run(
     timeout: float | None,
     consecutive_error_limit: int,
     traffic_timeout: float,
+    lock_wait: float | None,
+    lease_duration: float | None,
+    on_interrupted: str,
 ) -> None:
     """Run ONE canary analysis of a Knative Service with Flagger's semantics, then promote or roll back.
 
@@ -231,6 +266,9 @@ def run(
         container=container,
         timeout=timeout,
         consecutive_error_limit=consecutive_error_limit,
+        lock_wait=lock_wait,
+        lease_duration=math.ceil(lease_duration) if lease_duration else None,
+        on_interrupted=OnInterrupted(on_interrupted),
     )
 
 
@@ -267,6 +305,7 @@ class _Run:
         self.clock = MonotonicClock()
         self.started_wall = self.clock.wall()
         self.kube: Any = None
+        self.held: Held | None = None
 
     def execute(
         self,
@@ -280,6 +319,9 @@ class _Run:
         container: str | None,
         timeout: float | None,
         consecutive_error_limit: int,
+        lock_wait: float | None = None,
+        lease_duration: int | None = None,
+        on_interrupted: OnInterrupted = OnInterrupted.RESUME,
     ) -> None:
         bundle: SpecBundle | None = None
         if files:
@@ -296,31 +338,76 @@ class _Run:
                 bundle = self._with_cluster_templates(bundle)
                 timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
                 ports = self._ports(bundle, metrics_server=metrics_server, timeline=timeline)
+                wait = min(x for x in (lock_wait, timeout, math.inf) if x is not None)
+                self.held = take_lease(
+                    self.kube,
+                    canary=bundle.canary,
+                    router=ports.router,
+                    clock=self.clock,
+                    wait=wait,
+                    duration=lease_duration,
+                    note=timeline.note,
+                )
+                ports = dataclasses.replace(ports, lease=self.held.lease)
+        except LeaseHeld as err:
+            self._fail_early(err, reason="locked", bundle=bundle)
         except SpecError as err:
             self._fail_early(err, reason="invalid-spec", bundle=bundle)
         except StepError as err:
             self._fail_early(err, reason="infrastructure-error", bundle=bundle)
         except SignalInterrupt as sig:
             self._interrupted_early(sig.signum, bundle=bundle)
-        timeline.note(
-            f"canary-step: analysing Knative Service {bundle.canary.namespace}/{bundle.canary.target_name}"
-            f" (Canary {bundle.canary.name}, interval {bundle.canary.analysis.interval_seconds:g}s,"
-            f" threshold {bundle.canary.analysis.threshold})"
-        )
+        held = self.held
         driver = Driver(
             bundle,
             ports=ports,
             timeline=timeline,
             image=image,
             container=container,
-            timeout=timeout,
+            timeout=None if timeout is None else max(1.0, timeout - held.waited),
             consecutive_error_limit=consecutive_error_limit,
+            came_for=held.came_for,
         )
+        with _interruptible():
+            try:
+                driver.state = start_state(
+                    held,
+                    config=driver.config,
+                    router=ports.router,
+                    how=on_interrupted,
+                    now=self.clock.wall(),
+                    note=timeline.note,
+                )
+            except StepError as err:
+                held.lease.release(held.left_record)
+                self._fail_early(err, reason="infrastructure-error", bundle=bundle)
+            except SignalInterrupt as sig:
+                held.lease.release(held.left_record)
+                self._interrupted_early(sig.signum, bundle=bundle)
+        timeline.note(
+            f"canary-step: analysing Knative Service {bundle.canary.namespace}/{bundle.canary.target_name}"
+            f" (Canary {bundle.canary.name}, interval {bundle.canary.analysis.interval_seconds:g}s,"
+            f" threshold {bundle.canary.analysis.threshold})"
+        )
+        outcome: Outcome | None = None
         try:
             outcome = driver.run()
         finally:
             self._close(ports)
+            self._release(held, driver, outcome)
         self._finish(outcome, bundle=bundle, timeline=timeline)
+
+    def _release(self, held: Held, driver: Driver, outcome: Outcome | None) -> None:
+        """Give the lease up; after a failed rollback (exit 5) the analysis stays on it for the next run."""
+        record = None
+        if outcome is not None and outcome.exit_code == ExitCode.ROLLBACK_FAILED and driver.state is not None:
+            record = record_of(driver.state, run=held.lease.identity, now=self.clock.wall())
+        try:
+            held.lease.release(record)
+        except StepError as err:
+            click.echo(
+                f"canary-step: could not release the Service's lease (it expires by itself): {err}", err=True
+            )
 
     @staticmethod
     def _close(ports: Ports) -> None:
@@ -490,7 +577,11 @@ class _Run:
         document: dict[str, Any]
         if timeline is not None:
             document = timeline.report(
-                outcome, started_wall=self.started_wall, finished_wall=finished, api_requests=requests
+                outcome,
+                started_wall=self.started_wall,
+                finished_wall=finished,
+                api_requests=requests,
+                extra={"lease": self.held.report} if self.held is not None else None,
             )
         else:
             document = {"formatVersion": 1, **outcome_json(outcome), "ticks": []}

@@ -361,6 +361,14 @@ class Lease:
         if self.remaining() < margin:
             self.renew(keep_record=True)
 
+    def fence(self) -> None:
+        """Before a traffic write: raise `LeaseLost` unless this run surely still holds the Lease.
+
+        Sure means: half of the lease duration is left since our last write was sent (no request),
+        else a renewal that carries our resourceVersion succeeded just now.
+        """
+        self.ensure(self.duration_seconds / 2)
+
     def _confirm_own_write(self, sent: Obj) -> Obj:
         """After a 409: was it our own update, retried after its answer was lost? Else the Lease is lost."""
         current = self._get()
