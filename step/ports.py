@@ -193,6 +193,13 @@ class Severity(enum.StrEnum):
     ERROR = "error"
 
 
+def alert_matches(subscribed: str, severity: Severity) -> bool:
+    """Flagger's alert filter (events.go): an Alert of severity `info` gets every alert, `warn` gets
+    warn and error, `error` only error; an empty severity gets nothing."""
+    order = [Severity.INFO, Severity.WARN, Severity.ERROR]
+    return subscribed in order and order.index(severity) >= order.index(Severity(subscribed))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
     """One event of the run, as every channel receives it."""
