@@ -292,6 +292,7 @@ class Driver:
                 self.timeline.tick(record, api_requests=self._requests_since_last_tick())
             case Wait(until=until, wake_on_change=wake):
                 self._wait(until, wake_on_change=wake)
+                self._fence()  # a run paused past its lease learns here that it lost it
                 return self._observe()
             case Finish():
                 pass

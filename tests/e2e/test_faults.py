@@ -1,0 +1,205 @@
+"""The fault matrix of one-analysis-per-Service, on the local control plane, with the real command.
+
+Each case ends with 100 % of the traffic on the right revision, and the results and the report saying
+what happened: concurrent runs (the second finds its revision promoted; three runs deploying three
+images promote them in turn), SIGKILL at a weight and a rerun that resumes, a paused run whose lease was
+taken over (it writes nothing after it wakes), and the Service deleted mid-analysis.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import ControlPlane, wait_for
+from tests.e2e.test_run import PODINFO, Result, Step, advances, canary_spec
+
+pytestmark = pytest.mark.cluster
+
+
+class Runs:
+    """Several `canary-step run` processes on one Service, each with its own results and report."""
+
+    def __init__(self, cp: ControlPlane, namespace: str, tmp: Path) -> None:
+        self.cp = cp
+        self.namespace = namespace
+        self.tmp = tmp
+        self.steps: list[Step] = []
+        cp.create_podinfo(namespace)
+        cp.wait_ready(namespace, "podinfo", "podinfo-00001")
+        first = self.new("init").run(canary_spec(namespace))
+        assert first.code == 0 and first.results["decision"] == "initialized", first.stderr
+
+    def new(self, name: str) -> Step:
+        work = self.tmp / name
+        work.mkdir()
+        step = Step(self.cp, self.namespace, work)
+        self.steps.append(step)
+        return step
+
+    def lease(self) -> dict[str, object] | None:
+        status, body = self.cp.api.request(
+            "GET", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/canary-step.podinfo"
+        )
+        return body if status == 200 else None
+
+    def holder(self) -> str | None:
+        lease = self.lease()
+        spec = lease.get("spec") if lease else None
+        return spec.get("holderIdentity") if isinstance(spec, dict) else None
+
+    def stop_all(self) -> None:
+        for step in self.steps:
+            if step.process is not None and step.process.poll() is None:
+                os.kill(step.process.pid, signal.SIGCONT)
+                step.process.kill()
+                step.process.wait()
+
+
+@pytest.fixture
+def runs(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Runs]:
+    """podinfo 6.0.0 serving, pinned as the primary by a first run."""
+    together = Runs(control_plane, namespace, tmp_path)
+    yield together
+    together.stop_all()
+
+
+def _lines(result: Result) -> list[str]:
+    return result.stderr.splitlines()
+
+
+def test_a_second_run_waits_and_finds_its_revision_promoted(runs: Runs) -> None:
+    """Two quick merges start two runs 3 s apart for podinfo-00002: one promotes, the other says so."""
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    spec = canary_spec(ns, interval="1s")
+    first, second = runs.new("first"), runs.new("second")
+    first.start(spec)
+    wait_for(lambda: runs.holder() is not None, timeout=30, what="the first run holds the lease")
+    second.start(spec)
+    one, two = first.wait(), second.wait()
+
+    assert one.code == 0 and one.results["decision"] == "promoted", one.stderr
+    assert two.code == 0, two.stderr
+    assert (two.results["decision"], two.results["reason"]) == ("skipped", "already-promoted"), two.stderr
+    assert two.results["primary-revision"] == "podinfo-00002"
+    assert any(
+        line.startswith(f"waiting for the Service's lease: Lease {ns}/canary-step.podinfo held by host ")
+        and " since " in line
+        for line in _lines(two)
+    ), two.stderr
+    assert first.traffic() == {"podinfo-00002": 100} and first.annotation() == "podinfo-00002"
+    assert advances(first.events()) == [10, 20, 30, 40, 50]  # one analysis, nothing undone
+    assert two.report["lease"]["waitedSeconds"] > 0
+    assert runs.holder() is None  # both released it
+
+
+def test_three_runs_deploying_three_images_promote_them_in_turn(runs: Runs) -> None:
+    ns = runs.namespace
+    spec = canary_spec(ns, interval="1s")
+    started = []
+    for i, tag in enumerate(("6.0.1", "6.0.2", "6.0.3")):
+        step = runs.new(f"run-{tag}")
+        step.start(spec, args=("--image", f"{PODINFO}:{tag}"))
+        started.append(step)
+        if i == 0:
+            wait_for(lambda: runs.holder() is not None, timeout=30, what="the first run holds the lease")
+    results = [s.wait(timeout=180) for s in started]
+
+    for result in results:
+        assert result.code == 0, result.stderr
+        assert result.results["decision"] == "promoted", result.stderr
+    promoted = sorted(r.results["primary-revision"] for r in results)
+    assert promoted == ["podinfo-00002", "podinfo-00003", "podinfo-00004"]
+    assert results[0].results["primary-revision"] == "podinfo-00002"  # the first run went first
+    final = runs.steps[0]
+    assert final.traffic() == {"podinfo-00004": 100} and final.annotation() == "podinfo-00004"
+    # each analysis ran alone: the weights climbed 10..50 three times, never interleaved
+    assert advances(final.events()) == [10, 20, 30, 40, 50] * 3
+    assert sum(1 for m in final.events() if m.startswith("Promotion completed!")) == 3
+
+
+def test_sigkill_at_a_weight_then_a_rerun_resumes_it(runs: Runs) -> None:
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    spec = canary_spec(ns, interval="2s")
+    killed, rerun = runs.new("killed"), runs.new("rerun")
+    killed.start(spec, args=("--lease-duration", "4s"))
+    wait_for(lambda: killed.traffic().get("podinfo-00002", 0) >= 20, timeout=60, what="canary at 20%")
+    assert killed.process is not None
+    killed.process.kill()  # SIGKILL: no restore, no release
+    killed.process.wait()
+    split = killed.traffic()
+    weight = split.get("podinfo-00002", 0)
+    assert 0 < weight < 100, split  # the split is left without an owner...
+
+    result = rerun.run(spec, args=("--lease-duration", "4s"), timeout=120)  # ...until the rerun takes it
+
+    assert result.code == 0, result.stderr
+    assert result.results["decision"] == "promoted"
+    assert rerun.traffic() == {"podinfo-00002": 100} and rerun.annotation() == "podinfo-00002"
+    first = next(line for line in _lines(result) if not line.startswith("waiting for the Service's lease"))
+    found = re.fullmatch(
+        r"found an analysis of podinfo-00002 interrupted at (\d+) %, (\d+) failed checks?, tick (\d+),"
+        r" run host \S+ pid \d+ run [0-9a-f]+, \d+s ago; resuming it at \1 % with \2 failed checks"
+        r" \(--on-interrupted resume\)",
+        first,
+    )
+    assert found, result.stderr
+    resumed_at = int(found.group(1))
+    assert resumed_at in (weight, weight - 10)  # the record is written at the end of each tick
+    events = rerun.events()
+    assert advances(events)[-3:] == list(range(resumed_at + 10, 60, 10))
+    assert events.count("Pre-rollout check load-start passed") == 1  # not repeated
+    assert sum(1 for m in events if m.startswith("Starting canary analysis")) == 1
+    interrupted = result.report["lease"]["interrupted"]
+    assert interrupted["canaryWeight"] == resumed_at and interrupted["continued"] == "resume"
+    assert interrupted["gapSeconds"] > 0  # the report shows the gap
+    assert result.report["ticks"][0]["index"] == interrupted["tick"] + 1
+    assert result.report["lease"]["waitedSeconds"] <= 4 + 2  # the split had an owner again within the lease
+
+
+def test_a_paused_run_whose_lease_was_taken_over_writes_nothing_after_it_wakes(runs: Runs) -> None:
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    spec = canary_spec(ns, interval="2s")
+    paused, taker = runs.new("paused"), runs.new("taker")
+    paused.start(spec, args=("--lease-duration", "3s"))
+    wait_for(lambda: paused.traffic().get("podinfo-00002", 0) >= 20, timeout=60, what="canary at 20%")
+    assert paused.process is not None
+    os.kill(paused.process.pid, signal.SIGSTOP)  # a long GC pause, a frozen node, a stopped container
+
+    taken = taker.run(spec, args=("--lease-duration", "3s"), timeout=120)
+    assert taken.code == 0 and taken.results["decision"] == "promoted", taken.stderr
+    assert taken.report["lease"]["tookOverFrom"] is not None
+    assert taker.traffic() == {"podinfo-00002": 100}
+
+    os.kill(paused.process.pid, signal.SIGCONT)
+    woke = paused.wait(timeout=60)
+    assert woke.code == 4, woke.stderr
+    assert (woke.results["decision"], woke.results["reason"]) == ("failed", "lease-lost"), woke.stderr
+    assert "writes nothing more" in woke.stderr
+    # the promotion the other run made stands
+    assert taker.traffic() == {"podinfo-00002": 100} and taker.annotation() == "podinfo-00002"
+
+
+def test_the_service_deleted_mid_analysis(runs: Runs) -> None:
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    step = runs.new("deleted")
+    step.start(canary_spec(ns, interval="2s"))
+    wait_for(lambda: step.traffic().get("podinfo-00002", 0) >= 20, timeout=60, what="canary at 20%")
+    path = f"/apis/serving.knative.dev/v1/namespaces/{ns}/services/podinfo"
+    status, body = runs.cp.api.request("DELETE", path)
+    assert status in (200, 202), body
+    result = step.wait(timeout=120)
+    assert result.code == 4, result.stderr
+    assert result.results["decision"] == "failed", result.stderr
+    assert "not found" in result.results["reason"] or "not found" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert runs.holder() is None  # released
