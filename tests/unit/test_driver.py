@@ -282,3 +282,19 @@ def test_an_api_error_is_handed_to_the_machine_as_data_and_a_failed_first_pin_re
     assert outcome.error is not None and outcome.error.kind == "APIError" and outcome.error.status == 500
     assert outcome.exit_code is ExitCode.INFRASTRUCTURE
     assert rig.router.writes == ["pin podinfo-00001"]  # no restore of a pin that never happened
+
+
+def test_a_crash_mid_analysis_restores_the_primary_and_lets_the_bug_show() -> None:
+    rig = Rig(canary())
+    route = rig.router.route
+
+    def broken(*, primary: str, canary: str, canary_weight: int) -> ServiceView:
+        if canary_weight == 30:
+            raise RuntimeError("a bug in the router")
+        return route(primary=primary, canary=canary, canary_weight=canary_weight)
+
+    rig.router.route = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="a bug in the router"):
+        rig.run()
+    assert rig.router.writes == ["route 10", "route 20", "pin podinfo-00001"]
+    assert rig.router.split == {"podinfo-00001": 100}
