@@ -67,6 +67,16 @@ def go_float(value: float) -> str:
     return repr(value)
 
 
+def bounds_text(threshold_min: float | None, threshold_max: float | None, *, unbounded: str) -> str:
+    """A metric's thresholdRange for people: `>= 99`, `<= 500`, `>= 1 and <= 5`, else `unbounded`."""
+    bounds = []
+    if threshold_min is not None:
+        bounds.append(f">= {go_float(threshold_min)}")
+    if threshold_max is not None:
+        bounds.append(f"<= {go_float(threshold_max)}")
+    return " and ".join(bounds) or unbounded
+
+
 def go_duration_ms(milliseconds: int) -> str:
     """Go's `time.Duration.String()` for a whole number of milliseconds (`512ms`, `1.5s`, `1m0s`)."""
     if milliseconds == 0:

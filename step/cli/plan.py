@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from step.analysis.evaluate import bounds_text
 from step.analysis.simulator import simulate
 from step.analysis.strategy import strategy_for
 from step.cli._common import (
@@ -209,12 +210,7 @@ def _when(seconds: float | None, interval: float) -> str:
 
 
 def _bounds(metric: PlannedMetric) -> str:
-    parts = []
-    if metric.threshold_min is not None:
-        parts.append(f">= {metric.threshold_min:g}")
-    if metric.threshold_max is not None:
-        parts.append(f"<= {metric.threshold_max:g}")
-    return " and ".join(parts) or "any value"
+    return bounds_text(metric.threshold_min, metric.threshold_max, unbounded="any value")
 
 
 def format_plan(plan: Plan) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from step.analysis.evaluate import Verdict, go_float
+from step.analysis.evaluate import Verdict, bounds_text
 from step.analysis.records import CheckRecord, TickRecord
 from step.report.outcome import Outcome
 from step.spec.model import Canary
@@ -27,12 +27,7 @@ REPORT_FORMAT_VERSION = 1
 
 
 def _threshold(check: CheckRecord) -> str:
-    bounds = []
-    if check.threshold_min is not None:
-        bounds.append(f">= {go_float(check.threshold_min)}")
-    if check.threshold_max is not None:
-        bounds.append(f"<= {go_float(check.threshold_max)}")
-    return " and ".join(bounds) or "no bound"
+    return bounds_text(check.threshold_min, check.threshold_max, unbounded="no bound")
 
 
 def check_text(check: CheckRecord) -> str:
