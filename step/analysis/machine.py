@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Callable
 from dataclasses import replace
 
 from step.analysis import messages as msg
@@ -30,6 +31,7 @@ from step.analysis.protocol import (
     Emit,
     EndTick,
     Finish,
+    HookRun,
     HooksRan,
     Interrupted,
     LeaseLost,
@@ -152,6 +154,17 @@ class _Step:
 
     def run_hooks(self, kind: WebhookType, phase: Phase, stage: Stage) -> None:
         self.request(RunHooks(kind=kind, phase=phase, canary_revision=self.s.canary), stage)
+
+    def first_failure(self, ran: HooksRan, *, passed: Callable[[str], str] | None = None) -> HookRun | None:
+        """Record the hooks that ran; the first that failed (Flagger stops there), after an event for
+        each that passed before it when `passed` gives its text."""
+        self.record_hooks(ran)
+        for result in ran.results:
+            if not result.ok:
+                return result
+            if passed is not None:
+                self.info(passed(result.name))
+        return None
 
     def hooks(self, kind: WebhookType) -> bool:
         return bool(self.canary_spec.analysis.hooks(kind))
@@ -376,18 +389,16 @@ class _Step:
         self.finish(done)
 
     def on_confirm_rollout(self, ran: HooksRan) -> None:
-        self.record_hooks(ran)
         facts = self.s.stashed_facts
         assert facts is not None
-        for result in ran.results:
-            if not result.ok:
-                if self.s.phase is not Phase.WAITING:  # Flagger records the halt once, on entering Waiting
-                    self.set(phase=Phase.WAITING)
-                    self.status()
-                    self.warn(msg.waiting_for_approval(*self.who, result.name), alert=Severity.INFO)
-                self.end_tick()
-                return
-            self.info(msg.confirm_rollout_passed(result.name))
+        failed = self.first_failure(ran, passed=msg.confirm_rollout_passed)
+        if failed is not None:
+            if self.s.phase is not Phase.WAITING:  # Flagger records the halt once, on entering Waiting
+                self.set(phase=Phase.WAITING)
+                self.status()
+                self.warn(msg.waiting_for_approval(*self.who, failed.name), alert=Severity.INFO)
+            self.end_tick()
+            return
         self.set(stashed_facts=None)
         self.begin_progressing(facts)
 
@@ -532,22 +543,19 @@ class _Step:
         self.end_tick()
 
     def on_pre_rollout(self, ran: HooksRan) -> None:
-        self.record_hooks(ran)
-        for result in ran.results:
-            if not result.ok:
-                self.warn(msg.pre_rollout_failed(*self.who, result.name, result.message))
-                self.failed_check()
-                return
-            self.info(msg.pre_rollout_passed(result.name))
+        failed = self.first_failure(ran, passed=msg.pre_rollout_passed)
+        if failed is not None:
+            self.warn(msg.pre_rollout_failed(*self.who, failed.name, failed.message))
+            self.failed_check()
+            return
         self.advance()
 
     def on_rollout_hooks(self, ran: HooksRan) -> None:
-        self.record_hooks(ran)
-        for result in ran.results:
-            if not result.ok:
-                self.warn(msg.external_check_failed(*self.who, result.name, result.message))
-                self.failed_check()
-                return
+        failed = self.first_failure(ran)
+        if failed is not None:
+            self.warn(msg.external_check_failed(*self.who, failed.name, failed.message))
+            self.failed_check()
+            return
         self.set(metric_index=0)
         self.next_metric()
 
@@ -616,14 +624,12 @@ class _Step:
         self.step_or_promote()
 
     def on_confirm_traffic(self, ran: HooksRan) -> None:
-        self.record_hooks(ran)
-        for result in ran.results:
-            if not result.ok:
-                self.warn(msg.waiting_for_traffic_increase(*self.who, result.name))
-                self.status()
-                self.end_tick()
-                return
-            self.info(msg.confirm_traffic_increase_passed(result.name))
+        failed = self.first_failure(ran, passed=msg.confirm_traffic_increase_passed)
+        if failed is not None:
+            self.warn(msg.waiting_for_traffic_increase(*self.who, failed.name))
+            self.status()
+            self.end_tick()
+            return
         self.step_or_promote()
 
     def step_or_promote(self) -> None:
@@ -643,16 +649,14 @@ class _Step:
         self.promote()
 
     def on_confirm_promotion(self, ran: HooksRan) -> None:
-        self.record_hooks(ran)
-        for result in ran.results:
-            if not result.ok:
-                if self.s.phase is not Phase.WAITING_PROMOTION:
-                    self.set(phase=Phase.WAITING_PROMOTION)
-                    self.warn(msg.waiting_for_promotion(*self.who, result.name), alert=Severity.INFO)
-                self.status()
-                self.end_tick()
-                return
-            self.info(msg.confirm_promotion_passed(result.name))
+        failed = self.first_failure(ran, passed=msg.confirm_promotion_passed)
+        if failed is not None:
+            if self.s.phase is not Phase.WAITING_PROMOTION:
+                self.set(phase=Phase.WAITING_PROMOTION)
+                self.warn(msg.waiting_for_promotion(*self.who, failed.name), alert=Severity.INFO)
+            self.status()
+            self.end_tick()
+            return
         self.promote()
 
     def promote(self) -> None:
