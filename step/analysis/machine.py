@@ -405,6 +405,12 @@ class _Step:
     def begin_progressing(self, facts: ServiceFacts) -> None:
         """Flagger spends a tick on this; we go on into the first Progressing tick at once."""
         self.info(msg.new_revision_scaling_up(*self.target), alert=True)
+        self.fresh_analysis()
+        self.status()
+        self.progressing(facts)
+
+    def fresh_analysis(self, **changes: object) -> None:
+        """Progressing from 0 %, every count at zero, the progress deadline counting from now."""
         self.set(
             phase=Phase.PROGRESSING,
             canary_weight=0,
@@ -413,9 +419,8 @@ class _Step:
             consecutive_errors=0,
             progressing_since=self.now,
             not_ready_reported=False,
+            **changes,
         )
-        self.status()
-        self.progressing(facts)
 
     # ---- an analysis tick
 
@@ -472,17 +477,7 @@ class _Step:
         self.info(msg.new_revision_restarting(*self.target), alert=True)
         if self.s.canary_weight > 0 or self.s.traffic_moved:
             self.actions.append(Restore(primary=self.s.primary, canary=self.s.canary))
-        self.set(
-            canary=latest,
-            phase=Phase.PROGRESSING,
-            canary_weight=0,
-            failed_checks=0,
-            iterations=0,
-            consecutive_errors=0,
-            progressing_since=self.now,
-            not_ready_reported=False,
-            traffic_moved=False,
-        )
+        self.fresh_analysis(canary=latest, traffic_moved=False)
         self.status()
         self.end_tick()
 
