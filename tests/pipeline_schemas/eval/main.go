@@ -361,8 +361,20 @@ func tektonRun(req *tektonRequest) (map[string]any, error) {
 	for _, rpt := range state {
 		outcomes[rpt.PipelineTask.Name] = &taskOutcome{State: "not-run", Finally: isFinally[rpt.PipelineTask.Name]}
 	}
+	pristine := make([]*v1.PipelineTask, len(state))
+	for i, rpt := range state {
+		pristine[i] = rpt.PipelineTask.DeepCopy()
+	}
 	attempted := map[string]bool{}
 	for round := 0; round < 20; round++ {
+		// Each reconcile resolves every PipelineTask afresh from the spec, applying the results known so
+		// far and ignoring the missing ones (ResolvePipelineTask).
+		for i, rpt := range state {
+			rpt.PipelineTask = pristine[i].DeepCopy()
+			refs, _, _ := resources.ResolveResultRefs(state, resources.PipelineRunState{rpt})
+			resources.ApplyTaskResults(resources.PipelineRunState{rpt}, refs)
+		}
+		facts.ResetSkippedCache()
 		next, err := facts.DAGExecutionQueue()
 		if err != nil {
 			return nil, err
@@ -387,11 +399,12 @@ func tektonRun(req *tektonRequest) (map[string]any, error) {
 				next = append(next, rpt)
 			}
 		}
-		progressed := false
+		// One reconcile decides what to start, then the TaskRuns run (in parallel on a cluster).
+		var start []*resources.ResolvedPipelineTask
 		for _, rpt := range next {
 			name := rpt.PipelineTask.Name
-			if attempted[name] {
-				continue
+			if attempted[name] || outcomes[name].State != "not-run" {
+				continue // decided in an earlier reconcile: the first reason is the one kept
 			}
 			if s := rpt.Skip(facts); s.IsSkipped {
 				outcomes[name].State, outcomes[name].Reason = "skipped", string(s.SkippingReason)
@@ -401,7 +414,21 @@ func tektonRun(req *tektonRequest) (map[string]any, error) {
 				outcomes[name].State, outcomes[name].Reason = "skipped", string(s.SkippingReason)
 				continue
 			}
-			attempted[name], progressed = true, true
+			start = append(start, rpt)
+		}
+		// What this reconcile skips, before the TaskRuns it starts change the state (GetSkippedTasks).
+		for _, rpt := range state {
+			o := outcomes[rpt.PipelineTask.Name]
+			if o.State == "not-run" && !isFinally[rpt.PipelineTask.Name] && !contains(start, rpt) {
+				if s := rpt.Skip(facts); s.IsSkipped {
+					o.State, o.Reason = "skipped", string(s.SkippingReason)
+				}
+			}
+		}
+		progressed := len(start) > 0
+		for _, rpt := range start {
+			name := rpt.PipelineTask.Name
+			attempted[name] = true
 			o := outcomes[name]
 			var tr *v1.TaskRun
 			if name == req.Analysis.Task {
@@ -435,7 +462,6 @@ func tektonRun(req *tektonRequest) (map[string]any, error) {
 			} else {
 				o.State = "failed"
 			}
-			facts.ResetSkippedCache()
 		}
 		if !progressed {
 			break
@@ -507,4 +533,13 @@ func terminationMessage(results map[string]string) map[string]any {
 	data, _ = os.ReadFile(path)
 	answer["message_bytes"] = len(data)
 	return answer
+}
+
+func contains(list []*resources.ResolvedPipelineTask, rpt *resources.ResolvedPipelineTask) bool {
+	for _, r := range list {
+		if r == rpt {
+			return true
+		}
+	}
+	return false
 }
