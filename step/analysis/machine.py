@@ -70,7 +70,6 @@ PHASE_MESSAGES: dict[Phase, str] = {
     Phase.FAILED: "Canary analysis failed, Service scaled to zero.",
 }
 
-_SIGNAL_REASONS = {"SIGTERM": Reason.INTERRUPTED_SIGTERM, "SIGINT": Reason.INTERRUPTED_SIGINT}
 
 _REVISION_NUMBER = re.compile(r"-(\d+)$")
 
@@ -683,6 +682,9 @@ class _Step:
 
     def on_failed(self, failed: ActionFailed) -> None:
         self.reopen()
+        if failed.error.kind == "NotFound" and failed.error.resource == "services.serving.knative.dev":
+            self.service_gone(failed.error)
+            return
         if isinstance(failed.action, Restore):
             self.restore_failed(failed.error)
             return
@@ -699,11 +701,20 @@ class _Step:
             return
         self.abort(Reason.INFRASTRUCTURE, text, failed_action=failed.action, error=failed.error)
 
+    def service_gone(self, error: ErrorInfo) -> None:
+        """The Knative Service was deleted under us: nothing is left to route or restore (exit 4, not 5)."""
+        text = (
+            f"the Knative Service {self.target[0]}.{self.target[1]} was deleted during the analysis;"
+            f" there is no traffic left to route or restore ({error.message})"
+        )
+        self.set(errors=(*self.s.errors, text), phase=Phase.FAILED, canary_weight=0, traffic_moved=False)
+        self.finish(Finish(decision=Decision.FAILED, reason=Reason.INFRASTRUCTURE, message=text, error=error))
+
     def restore_failed(self, error: ErrorInfo) -> None:
         if self.s.interrupted is not None:
             name = _signal_name(self.s.interrupted)
             text = f"restoring the primary after {name} failed: {error.message}"
-            reason = _SIGNAL_REASONS.get(name, Reason.CRASHED)
+            reason = Reason.interrupted_by(name)
         else:
             text = f"Rollback failed: {error.message}"
             reason = Reason.ROLLBACK_FAILED
@@ -743,7 +754,7 @@ class _Step:
             self.set(canary_weight=0, traffic_moved=False)
             self.emit("Warning", f"canary-step interrupted by {name}; 100% on {self.s.primary}", urgent=True)
         decision = Decision.PROMOTED if promoted else Decision.FAILED
-        reason = _SIGNAL_REASONS.get(obs.signal_name, Reason.CRASHED)
+        reason = Reason.interrupted_by(obs.signal_name)
         self.finish(Finish(decision=decision, reason=reason, message=message, signal=obs.signal))
 
     def on_lease_lost(self, lost: LeaseLost) -> None:
