@@ -64,6 +64,13 @@ class Reason(enum.StrEnum):
     LOCKED = "locked"
     ALREADY_PROMOTED = "already-promoted"
 
+    @classmethod
+    def interrupted_by(cls, signal_name: str) -> Reason:
+        """`interrupted-sigterm` for SIGTERM, `interrupted-sigint` for SIGINT; `crashed` otherwise."""
+        return {"SIGTERM": cls.INTERRUPTED_SIGTERM, "SIGINT": cls.INTERRUPTED_SIGINT}.get(
+            signal_name, cls.CRASHED
+        )
+
 
 class Stage(enum.Enum):
     """Which answer the machine waits for."""

@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from step.analysis.interrupted import OnInterrupted, record_of
+from step.analysis.state import Reason
 from step.cli._lease import Held, start_state, take_lease
 from step.clock import MonotonicClock
 from step.contract import Decision
@@ -328,7 +329,7 @@ class _Run:
             try:
                 bundle = self._load_files(files)
             except SpecError as err:
-                self._fail_early(err, reason="invalid-spec", bundle=None)
+                self._fail_early(err, reason=Reason.INVALID_SPEC, bundle=None)
         try:
             with _interruptible():
                 self.kube = connect(kubeconfig=kubeconfig, context=context, retry=RetryPolicy())
@@ -350,11 +351,11 @@ class _Run:
                 )
                 ports = dataclasses.replace(ports, lease=self.held.lease)
         except LeaseHeld as err:
-            self._fail_early(err, reason="locked", bundle=bundle)
+            self._fail_early(err, reason=Reason.LOCKED, bundle=bundle)
         except SpecError as err:
-            self._fail_early(err, reason="invalid-spec", bundle=bundle)
+            self._fail_early(err, reason=Reason.INVALID_SPEC, bundle=bundle)
         except StepError as err:
-            self._fail_early(err, reason="infrastructure-error", bundle=bundle)
+            self._fail_early(err, reason=Reason.INFRASTRUCTURE, bundle=bundle)
         except SignalInterrupt as sig:
             self._interrupted_early(sig.signum, bundle=bundle)
         held = self.held
@@ -380,7 +381,7 @@ class _Run:
                 )
             except StepError as err:
                 held.lease.release(held.left_record)
-                self._fail_early(err, reason="infrastructure-error", bundle=bundle)
+                self._fail_early(err, reason=Reason.INFRASTRUCTURE, bundle=bundle)
             except SignalInterrupt as sig:
                 held.lease.release(held.left_record)
                 self._interrupted_early(sig.signum, bundle=bundle)
@@ -530,15 +531,15 @@ class _Run:
         name = f"{bundle.canary.namespace}.{bundle.canary.name}" if bundle else "canary"
         return str(base / f"{name}.json")
 
-    def _fail_early(self, err: StepError, *, reason: str, bundle: SpecBundle | None) -> NoReturn:
+    def _fail_early(self, err: StepError, *, reason: Reason, bundle: SpecBundle | None) -> NoReturn:
         """Before the analysis started: nothing moved. Say why, write the results, exit."""
         message = str(err)
         if "\n" in message:  # every problem of an invalid spec, one per line
             click.echo(message, err=True)
         outcome = Outcome(
             decision=Decision.FAILED,
-            reason=reason,
-            message=message.splitlines()[0] if message else reason,
+            reason=reason.value,
+            message=message.splitlines()[0] if message else reason.value,
             error=ErrorInfo.of(err),
             traffic="untouched",
         )
@@ -556,7 +557,7 @@ class _Run:
         name = signal.Signals(signum).name
         outcome = Outcome(
             decision=Decision.FAILED,
-            reason=f"interrupted-{name.lower()}",
+            reason=Reason.interrupted_by(name).value,
             message=f"interrupted by {name} before the analysis started",
             signal=signum,
             traffic="untouched",
