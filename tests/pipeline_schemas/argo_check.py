@@ -37,6 +37,30 @@ def differences(given: Any, known: Any, path: str = "") -> list[str]:
     return []
 
 
+# Fields Argo accepts that hera 7.1's models (generated from Argo 4's API) no longer have, with the shape
+# each must have. `synchronization.mutex` is the only form Argo 3.5 knows; 3.6 deprecated it for `mutexes`
+# and still reads it.
+DEPRECATED_IN_ARGO = {("spec", "synchronization", "mutex"): {"name"}}
+
+
+def take_deprecated(doc: dict[str, Any]) -> list[str]:
+    """Remove the DEPRECATED_IN_ARGO fields from doc, checking their keys; returns the problems."""
+    problems = []
+    for path, keys in DEPRECATED_IN_ARGO.items():
+        node: Any = doc
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or path[-1] not in node:
+            continue
+        value = node.pop(path[-1])
+        where = "." + ".".join(path)
+        if not isinstance(value, dict) or not value or set(value) - keys:
+            problems.append(f"{where}: expected a mapping with only {sorted(keys)}, got {value!r}")
+        elif not all(isinstance(v, str) and v for v in value.values()):
+            problems.append(f"{where}: values must be non-empty strings")
+    return problems
+
+
 def main(paths: list[str]) -> int:
     failed = False
     for path in paths:
@@ -50,6 +74,11 @@ def main(paths: list[str]) -> int:
             model = getattr(v1alpha1, kind, None)
             if model is None:
                 print(f"{path}#{i} {kind}: INVALID: unknown kind")
+                failed = True
+                continue
+            deprecated = take_deprecated(doc)
+            if deprecated:
+                print(f"{path}#{i} {kind}: INVALID: {'; '.join(deprecated)}")
                 failed = True
                 continue
             try:
