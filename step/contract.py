@@ -34,7 +34,7 @@ RESULT_NAMES: tuple[str, ...] = (
 )
 
 # Tekton's termination message holds every result of a step together; keep all of ours within it.
-TERMINATION_MESSAGE_BUDGET = 4096
+TERMINATION_MESSAGE_BUDGET = 3900  # 4096 less the entrypoint's StartedAt, ExitCode, Reason entries
 
 DEFAULT_EXIT_CODES: dict[Decision, ExitCode] = {
     Decision.PROMOTED: ExitCode.OK,

@@ -1,8 +1,9 @@
 """The results of the contract: one file per name under `--results-dir`, and `$GITHUB_OUTPUT`.
 
 Owns: turning an `Outcome` into the values of `RESULT_NAMES`, keeping them all within Tekton's
-termination-message budget (measured as Tekton serialises them: a JSON array of
-`{"key", "value", "type"}`), and writing them out.
+termination-message budget (measured as Tekton's entrypoint serialises them: Go's `json.Marshal` of an
+array of `{"key", "value", "type"}`, which escapes `<`, `>`, `&`, U+2028 and U+2029; the entrypoint then
+appends its own entries, which the budget leaves room for), and writing them out.
 Must not: choose what the values mean (the outcome does), or raise on a value that is too long.
 """
 
@@ -35,10 +36,19 @@ def result_values(outcome: Outcome, *, report_path: str) -> dict[str, str]:
     return fit(values, budget=TERMINATION_MESSAGE_BUDGET)
 
 
+# What Go's encoding/json escapes beyond what Python's json.dumps(ensure_ascii=False) does: HTML-safe
+# escaping (on by default in json.Marshal) and the two JavaScript line terminators.
+_GO_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
 def termination_message_size(values: dict[str, str]) -> int:
-    """The bytes Tekton's termination message takes for these results."""
+    """The bytes these results take in Tekton's termination message, as Go's json.Marshal writes them."""
     entries = [{"key": k, "value": v, "type": 1} for k, v in values.items()]
-    return len(json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode())
+    text = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).translate(_GO_ESCAPES)
+    # A lone surrogate counts 3 bytes, as the U+FFFD Go writes for invalid UTF-8 does.
+    return len(text.encode("utf-8", errors="surrogatepass"))
 
 
 def fit(values: dict[str, str], *, budget: int) -> dict[str, str]:
