@@ -176,7 +176,7 @@ class ChatSender:
         except requests.exceptions.SSLError:
             return _Attempt(None, "", None, "TLS handshake failed")
         except requests.Timeout:
-            return _Attempt(None, "", None, f"no answer within {timeout:g}s")
+            return _Attempt(None, "", None, f"no answer within {timeout:.1f}s")
         except requests.ConnectionError:
             return _Attempt(None, "", None, "connection failed (receiver down or unreachable)")
         except (
