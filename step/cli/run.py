@@ -35,7 +35,10 @@ from step.errors import ErrorInfo, ExitCode, NotFound, SpecError, StepError
 from step.kube import RetryPolicy, connect
 from step.kube.lease import LeaseHeld
 from step.metrics.provider import builtin_provider, provider_for
-from step.ports import FanOut
+from step.notifiers.channels import ChatNotifier, GlobalNotifier, channels_for
+from step.notifiers.payloads import NOTIFIER_TYPES
+from step.notifiers.sender import ChatSender
+from step.ports import FanOut, Notifier
 from step.report.kube import CanaryStatusSink, KubeEventSink
 from step.report.outcome import Outcome
 from step.report.results import result_values, write_github_output, write_results_dir
@@ -210,6 +213,27 @@ def _canary_ref(ctx: click.Context, param: click.Parameter, value: str | None) -
     "(it was killed): `resume` it (same weight, failed checks carried over, pre-rollout hooks not "
     "repeated), `restart` it from 0 %, or `rollback` (100 % to the primary, exit 3).",
 )
+@_opt(
+    "--alert-url",
+    envvar="ALERT_URL",
+    metavar="URL",
+    help="The global notifier (Flagger's -slack-url): a chat webhook that gets every alert when the "
+    "Canary has no analysis.alerts. A secret: pass it as the variable, it is never printed.",
+)
+@_opt(
+    "--alert-type",
+    envvar="ALERT_TYPE",
+    type=click.Choice(NOTIFIER_TYPES),
+    default="slack",
+    help="With --alert-url: the kind of chat it is.",
+)
+@_opt(
+    "--alert-channel",
+    envvar="ALERT_CHANNEL",
+    metavar="NAME",
+    default="general",
+    help="With --alert-url: the channel (slack, discord, rocket; the others have none in the body).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -231,6 +255,9 @@ def run(
     lock_wait: float | None,
     lease_duration: float | None,
     on_interrupted: str,
+    alert_url: str | None,
+    alert_type: str,
+    alert_channel: str,
 ) -> None:
     """Run ONE canary analysis of a Knative Service with Flagger's semantics, then promote or roll back.
 
@@ -270,6 +297,9 @@ def run(
         lock_wait=lock_wait,
         lease_duration=math.ceil(lease_duration) if lease_duration else None,
         on_interrupted=OnInterrupted(on_interrupted),
+        global_notifier=(
+            GlobalNotifier(url=alert_url, kind=alert_type, channel=alert_channel) if alert_url else None
+        ),
     )
 
 
@@ -307,6 +337,7 @@ class _Run:
         self.started_wall = self.clock.wall()
         self.kube: Any = None
         self.held: Held | None = None
+        self.notifier: ChatNotifier | None = None
 
     def execute(
         self,
@@ -323,6 +354,7 @@ class _Run:
         lock_wait: float | None = None,
         lease_duration: int | None = None,
         on_interrupted: OnInterrupted = OnInterrupted.RESUME,
+        global_notifier: GlobalNotifier | None = None,
     ) -> None:
         bundle: SpecBundle | None = None
         if files:
@@ -338,7 +370,9 @@ class _Run:
                     bundle = self._load_ref(canary_ref)
                 bundle = self._with_cluster_templates(bundle)
                 timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
-                ports = self._ports(bundle, metrics_server=metrics_server, timeline=timeline)
+                ports = self._ports(
+                    bundle, metrics_server=metrics_server, timeline=timeline, global_notifier=global_notifier
+                )
                 wait = min(x for x in (lock_wait, timeout, math.inf) if x is not None)
                 self.held = take_lease(
                     self.kube,
@@ -395,6 +429,8 @@ class _Run:
             outcome = driver.run()
         finally:
             self._close(ports)
+            if self.notifier is not None:
+                self.notifier.close()
             self._release(held, driver, outcome)
         self._finish(outcome, bundle=bundle, timeline=timeline)
 
@@ -481,7 +517,14 @@ class _Run:
                 ) from None
         return dataclasses.replace(bundle, metric_templates=templates)
 
-    def _ports(self, bundle: SpecBundle, *, metrics_server: str, timeline: Timeline) -> Ports:
+    def _ports(
+        self,
+        bundle: SpecBundle,
+        *,
+        metrics_server: str,
+        timeline: Timeline,
+        global_notifier: GlobalNotifier | None = None,
+    ) -> Ports:
         canary = bundle.canary
         address = canary.metrics_server or metrics_server
         template_metrics = {}
@@ -499,6 +542,23 @@ class _Run:
                     ) from None
             template_metrics[key] = provider_for(template, secret=secret, default_address=address)
         webhooks = HttpWebhookCaller(clock=self.clock)
+        kube_events = KubeEventSink(self.kube, namespace=canary.namespace, service_name=canary.target_name)
+        channels = channels_for(
+            canary,
+            bundle.alert_providers,
+            secrets=lambda ns, name: self.kube.get_secret_data(namespace=ns, name=name),
+            global_notifier=global_notifier,
+        )
+        notifiers: list[Notifier] = [EventWebhooks(caller=webhooks, canary=canary, wall=self.clock.wall)]
+        if channels:
+            self.notifier = ChatNotifier(
+                canary=canary,
+                channels=channels,
+                sender=ChatSender(clock=self.clock),
+                ticks=lambda: timeline.ticks,
+                warnings=kube_events,
+            )
+            notifiers.append(self.notifier)
         return Ports(
             router=KnativeRouter(
                 self.kube,
@@ -509,12 +569,8 @@ class _Run:
             ),
             metrics=builtin_provider(address),
             webhooks=webhooks,
-            # The one composed event sink: Kubernetes Events, then the `type: event` webhooks.
-            events=FanOut(
-                events=KubeEventSink(self.kube, namespace=canary.namespace, service_name=canary.target_name),
-                notifiers=(EventWebhooks(caller=webhooks, canary=canary, wall=self.clock.wall),),
-                on_error=timeline.note,
-            ),
+            # The one composed event sink: Kubernetes Events, then the `type: event` webhooks and chats.
+            events=FanOut(events=kube_events, notifiers=tuple(notifiers), on_error=timeline.note),
             status=CanaryStatusSink(self.kube, namespace=canary.namespace, name=canary.name),
             clock=self.clock,
             template_metrics=template_metrics,
@@ -582,7 +638,10 @@ class _Run:
                 started_wall=self.started_wall,
                 finished_wall=finished,
                 api_requests=requests,
-                extra={"lease": self.held.report} if self.held is not None else None,
+                extra={
+                    **({"lease": self.held.report} if self.held is not None else {}),
+                    **({"notifications": self.notifier.report()} if self.notifier is not None else {}),
+                },
             )
         else:
             document = {"formatVersion": 1, **outcome_json(outcome), "ticks": []}

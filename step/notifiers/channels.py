@@ -188,6 +188,14 @@ class ChatNotifier:
             max_workers=max(1, len(self.channels)), thread_name_prefix="notify"
         )
 
+    def report(self) -> dict[str, Any]:
+        """The report's `notifications` section: the channels (no address) and every alert sent."""
+        return {
+            "channels": [c.describe() for c in self.channels],
+            "sent": [d.to_json() for d in self.deliveries],
+            "failed": sum(1 for d in self.deliveries if not d.ok),
+        }
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.sender.close()
