@@ -49,6 +49,10 @@ EXPECTED = {
     ("flagger.app", "canaries/status", "patch"): "warning",
     ("flagger.app", "metrictemplates", "get"): "fatal",
     ("", "secrets", "get"): "fatal",
+    # the Service's Lease: without it no run may touch the Service (read, create, take over / renew)
+    ("coordination.k8s.io", "leases", "get"): "fatal",
+    ("coordination.k8s.io", "leases", "create"): "fatal",
+    ("coordination.k8s.io", "leases", "update"): "fatal",
 }
 
 
