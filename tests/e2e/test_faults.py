@@ -203,3 +203,38 @@ def test_the_service_deleted_mid_analysis(runs: Runs) -> None:
     assert "not found" in result.results["reason"] or "not found" in result.stderr.lower()
     assert "Traceback" not in result.stderr
     assert runs.holder() is None  # released
+
+
+def test_a_run_that_cannot_get_the_lease_in_time_touches_nothing(runs: Runs) -> None:
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    spec = canary_spec(ns, interval="1s")
+    holder, locked = runs.new("holder"), runs.new("locked")
+    holder.start(spec)
+    wait_for(lambda: runs.holder() is not None, timeout=30, what="the first run holds the lease")
+    result = locked.run(spec, args=("--lock-wait", "2s"), timeout=60)
+    assert result.code == 4, result.stderr
+    assert (result.results["decision"], result.results["reason"]) == ("failed", "locked")
+    last = _lines(result)[-1]
+    assert last.startswith(f"failed (locked): Lease {ns}/canary-step.podinfo held by host "), last
+    assert "gave up after waiting 2." in last and last.endswith("Exit 4."), last
+    done = holder.wait()
+    assert done.code == 0 and done.results["decision"] == "promoted", done.stderr
+    assert advances(holder.events()) == [10, 20, 30, 40, 50]  # the locked run moved nothing
+
+
+def test_sigkill_then_a_rerun_told_to_roll_back(runs: Runs) -> None:
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    spec = canary_spec(ns, interval="2s")
+    killed, rerun = runs.new("killed"), runs.new("rollback")
+    killed.start(spec, args=("--lease-duration", "3s"))
+    wait_for(lambda: killed.traffic().get("podinfo-00002", 0) >= 20, timeout=60, what="canary at 20%")
+    assert killed.process is not None
+    killed.process.kill()
+    killed.wait(timeout=10)
+    result = rerun.run(spec, args=("--lease-duration", "3s", "--on-interrupted", "rollback"), timeout=60)
+    assert result.code == 3, result.stderr
+    assert (result.results["decision"], result.results["reason"]) == ("rolled-back", "manual-rollback")
+    assert "rolling it back to podinfo-00001 (--on-interrupted rollback)" in result.stderr
+    assert rerun.traffic() == {"podinfo-00001": 100} and rerun.annotation() == "podinfo-00001"
