@@ -55,7 +55,6 @@ from step.kube.lease import LeaseLost as LostLease
 from step.metrics.measure import measure, uses_metrics_server
 from step.ports import (
     Clock,
-    Event,
     EventPublisher,
     MetricsProvider,
     RevisionPhase,
@@ -240,16 +239,7 @@ class Driver:
         router = self.ports.router
         match action:
             case Emit():
-                self.ports.events.publish(
-                    Event(
-                        type=action.type,
-                        message=action.message,
-                        phase=action.phase.value,
-                        canary_revision=action.canary_revision,
-                        alert=action.alert,
-                        urgent=action.urgent,
-                    )
-                )
+                self.ports.events.publish(action.event())
             case WriteStatus(status=status):
                 try:
                     self.ports.status.write(status)

@@ -22,7 +22,7 @@ from step.analysis.records import TickRecord
 from step.analysis.state import Phase, Reason
 from step.contract import Decision
 from step.errors import ErrorInfo
-from step.ports import CanaryStatus, EventType, RevisionPhase, Severity
+from step.ports import CanaryStatus, Event, EventType, RevisionPhase, Severity
 from step.spec.model import Metric, WebhookType
 
 # --------------------------------------------------------------------------- observations
@@ -149,6 +149,17 @@ class Emit:
     canary_revision: str | None = None  # for the event webhook payload's checksum
     alert: Severity | None = None
     urgent: bool = False
+
+    def event(self) -> Event:
+        """The event as every channel of the composed sink receives it."""
+        return Event(
+            type=self.type,
+            message=self.message,
+            phase=self.phase.value,
+            canary_revision=self.canary_revision,
+            alert=self.alert,
+            urgent=self.urgent,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
