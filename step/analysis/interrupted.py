@@ -51,7 +51,7 @@ class FoundAnalysis:
     def describe(self, *, now: float) -> str:
         """`found an analysis of podinfo-00002 interrupted at 20 %, 1 failed check, tick 3, run X, 2m ago`."""
         s = self.state
-        checks = f"{s.failed_checks} failed check" + ("" if s.failed_checks == 1 else "s")
+        checks = _failed_checks(s.failed_checks)
         revision = s.canary or "no canary revision yet"
         return (
             f"found an analysis of {revision} interrupted at {s.canary_weight} %, {checks},"
@@ -109,7 +109,7 @@ def continue_from(
     if how is OnInterrupted.RESUME:
         return Continuation(
             state=resumed,
-            says=f"resuming it at {saved.canary_weight} % with {saved.failed_checks} failed checks"
+            says=f"resuming it at {saved.canary_weight} % with {_failed_checks(saved.failed_checks)}"
             " (--on-interrupted resume)",
         )
     if how is OnInterrupted.RESTART:
@@ -129,6 +129,10 @@ def continue_from(
     return Continuation(
         state=rollback, says=f"rolling it back to {saved.primary} (--on-interrupted rollback)"
     )
+
+
+def _failed_checks(count: int) -> str:
+    return f"{count} failed check" + ("" if count == 1 else "s")
 
 
 def _ago(seconds: float) -> str:

@@ -146,7 +146,7 @@ def test_sigkill_at_a_weight_then_a_rerun_resumes_it(runs: Runs) -> None:
     first = next(line for line in _lines(result) if not line.startswith("waiting for the Service's lease"))
     found = re.fullmatch(
         r"found an analysis of podinfo-00002 interrupted at (\d+) %, (\d+) failed checks?, tick (\d+),"
-        r" run host \S+ pid \d+ run [0-9a-f]+, \d+s ago; resuming it at \1 % with \2 failed checks"
+        r" run host \S+ pid \d+ run [0-9a-f]+, \d+s ago; resuming it at \1 % with \2 failed checks?"
         r" \(--on-interrupted resume\)",
         first,
     )

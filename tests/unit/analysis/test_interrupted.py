@@ -77,7 +77,7 @@ def test_a_record_that_cannot_be_read_is_refused_plainly(text: str, message: str
 def test_resume_goes_on_at_the_same_weight_with_the_failed_checks() -> None:
     saved = _saved_at_20_with_a_failed_check()
     going_on = continue_from(_found(saved), how=OnInterrupted.RESUME, primary_now="podinfo-00001", now=1000)
-    assert going_on.says == "resuming it at 20 % with 1 failed checks (--on-interrupted resume)"
+    assert going_on.says == "resuming it at 20 % with 1 failed check (--on-interrupted resume)"
     world = World(seed(webhooks=HOOKS), start_state=lambda config, now: going_on.state)  # type: ignore[arg-type,return-value]
     assert world.run().decision is Decision.PROMOTED
     assert [w for _, w in world.weights] == [30, 40, 50, 100]
