@@ -36,7 +36,8 @@ import pytest
 import yaml
 
 from step.analysis.state import Reason
-from step.contract import RESULT_NAMES, Decision
+from step.contract import RESULT_NAMES, TERMINATION_MESSAGE_BUDGET, Decision
+from step.report.results import fit, termination_message_size
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = ROOT / "tekton" / "knative-canary.yaml"
@@ -433,14 +434,14 @@ def table(platform: str, rows: list[Row]) -> str:
 
 
 def _marker(platform: str) -> tuple[str, str]:
-    return f"<!-- outcomes:{platform} -->\n", f"\n<!-- /outcomes:{platform} -->"
+    return f"<!-- outcomes:{platform} -->", f"<!-- /outcomes:{platform} -->"
 
 
 def docs_table(platform: str) -> str:
     start, end = _marker(platform)
     text = DOCS.read_text()
-    assert start in text and end in text, f"docs/pipelines.md has no {start.strip()} ... {end.strip()}"
-    return text[text.index(start) + len(start) : text.index(end)]
+    assert start in text and end in text, f"docs/pipelines.md has no {start} ... {end}"
+    return text[text.index(start) + len(start) : text.index(end)].strip("\n")
 
 
 def rows_for(platform: str, tmp_path: Path, tool: Path | None) -> list[Row]:
@@ -544,6 +545,29 @@ def test_the_evaluators_are_not_vacuous(go_tools: dict[str, Path]) -> None:
                          outputs={"c": {"decision": "promoted"}})
 
 
+def test_results_fit_tektons_termination_message_as_its_entrypoint_writes_it(go_tools: dict[str, Path]) -> None:
+    """The worst cases, fitted by canary-step, written by Tekton's termination.WriteMessage plus the
+    entrypoint's own longest entries, fit in 4096 bytes; and our size is Go's, byte for byte."""
+    long = 5000
+    cases = [
+        {name: "x" * long for name in RESULT_NAMES},
+        {name: "<&>" * long for name in RESULT_NAMES},  # each escaped to 6 bytes by Go
+        {name: "é\u2028\"\\\n" * long for name in RESULT_NAMES},
+        {**{name: "" for name in RESULT_NAMES}, "reason": "&" * long},
+    ]
+    fitted = [fit(values, budget=TERMINATION_MESSAGE_BUDGET) for values in cases]
+    answers = _eval(go_tools["pipeline-eval"], {"termination": [*cases, *fitted]})["termination"]
+    for values, answer in zip(cases, answers[: len(cases)], strict=True):
+        assert "error" in answer and "above max allowed size 4096" in answer["error"], answer
+        assert termination_message_size(values) > 4096
+    for values, answer in zip(fitted, answers[len(cases) :], strict=True):
+        assert "error" not in answer, answer
+        # Sorted by name, as pipeline-eval writes them; the size does not depend on the order.
+        assert answer["results_bytes"] == termination_message_size(dict(sorted(values.items())))
+        assert answer["results_bytes"] <= TERMINATION_MESSAGE_BUDGET
+        assert answer["message_bytes"] <= 4096
+
+
 def _write_docs(tool: Path) -> None:
     import tempfile  # noqa: PLC0415 - only for --write
 
@@ -552,8 +576,9 @@ def _write_docs(tool: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows = rows_for(platform, Path(tmp), tool if platform != "github" else None)
         start, end = _marker(platform)
-        old = text[text.index(start) + len(start) : text.index(end)]
-        text = text.replace(start + old + end, start + table(platform, rows) + end)
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = f"{before}{start}\n{table(platform, rows)}\n{end}{after}"
     DOCS.write_text(text)
 
 
