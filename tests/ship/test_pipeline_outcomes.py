@@ -4,9 +4,10 @@ For each outcome (exit 0 promoted / initialised / already promoted, 2, 3, 4, 4 l
 killed, the pod lost) the shared launcher runs with a stand-in `canary-step` that writes the results with
 step.report.results (the real writer) and exits, or is killed, as the outcome says. Then:
 
-- **Tekton**: the Task's `exit` step turns the exit code into the TaskRun's (its script, run with /bin/sh),
-  and `pipeline-eval` (tests/pipeline_schemas/eval) plays tekton/pipeline-example.yaml with tektoncd/pipeline's
-  reconciler code: retries, result references, `when`, finally, the PipelineRun's condition.
+- **Tekton**: the Task's `exit` step turns the exit code into the TaskRun's (its script, run with
+  /bin/sh), and `pipeline-eval` (tests/pipeline_schemas/eval) plays tekton/pipeline-example.yaml with
+  tektoncd/pipeline's reconciler code: retries, result references, `when`, finally, the PipelineRun's
+  condition.
 - **Argo**: `pipeline-eval` evaluates the template's retry expression (expr, as Argo does) and every `when`
   of argo/workflow-example.yaml (substituted and evaluated as Argo's steps controller does, with govaluate);
   the steps that run execute their container's command with /bin/sh. What a step group's phase is (a
@@ -32,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from step.analysis.state import Reason
@@ -144,7 +144,9 @@ def launch(outcome: Outcome, tmp_path: Path) -> Launched:
         "CANARY_STEP_RESULTS_DIR": str(results_dir),
         "GITHUB_OUTPUT": str(out),
     }
-    proc = subprocess.run(["/bin/sh", "-c", _launcher()], env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["/bin/sh", "-c", _launcher()], env=env, capture_output=True, text=True, check=False
+    )
     code = proc.returncode
     killed = code < 0  # the launcher execs canary-step, so the signal kills the step's process itself
     results = {p.name: p.read_text() for p in results_dir.iterdir()} if results_dir.is_dir() else None
@@ -218,7 +220,9 @@ class Row:
 def tekton_row(outcome: Outcome, tmp_path: Path, tool: Path) -> Row:
     launched = launch(outcome, tmp_path)
     pipeline = yaml.safe_load(PIPELINE.read_text())
-    (analysis,) = [t for t in pipeline["spec"]["tasks"] if t.get("taskRef", {}).get("name") == "knative-canary"]
+    (analysis,) = [
+        t for t in pipeline["spec"]["tasks"] if t.get("taskRef", {}).get("name") == "knative-canary"
+    ]
     task = yaml.safe_load(TASK.read_text())
     exit_step = task["spec"]["steps"][1]
     fail_on = {p["name"]: p["value"] for p in analysis["params"]}.get("fail-on", "any")
@@ -270,6 +274,10 @@ def tekton_row(outcome: Outcome, tmp_path: Path, tool: Path) -> Row:
 _ARGO_TAG = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 
 
+def _substitute(value: str, values: dict[str, str]) -> str:
+    return _ARGO_TAG.sub(lambda m: values[m.group(1)], value)
+
+
 def argo_row(outcome: Outcome, tmp_path: Path, tool: Path) -> Row:
     launched = launch(outcome, tmp_path)
     template = next(t for t in yaml.safe_load(TEMPLATE.read_text())["spec"]["templates"])
@@ -306,9 +314,9 @@ def argo_row(outcome: Outcome, tmp_path: Path, tool: Path) -> Row:
     continue_on = analyse.get("continueOn", {})
     if status != "Succeeded" and not continue_on.get({"Failed": "failed", "Error": "error"}[status]):
         return Row(outcome.label, attempts, (), True, f"{status} (the analyse step)")
-    whens = _eval(
-        tool, {"argo-when": [{"when": s.get("when", ""), "scope": scope} for s in group]}
-    )["argo-when"]
+    whens = _eval(tool, {"argo-when": [{"when": s.get("when", ""), "scope": scope} for s in group]})[
+        "argo-when"
+    ]
     ran: list[str] = []
     red, phase = False, "Succeeded"
     templates = {t["name"]: t for t in workflow["spec"]["templates"]}
@@ -320,22 +328,17 @@ def argo_row(outcome: Outcome, tmp_path: Path, tool: Path) -> Row:
         if not when["execute"]:
             continue
         args = {p["name"]: str(p["value"]) for p in step.get("arguments", {}).get("parameters", [])}
-        unresolved = [
-            tag for v in args.values() for tag in _ARGO_TAG.findall(v) if tag.strip() not in scope
-        ]
+        unresolved = [tag for v in args.values() for tag in _ARGO_TAG.findall(v) if tag.strip() not in scope]
         if unresolved:
             # Argo cannot pass a parameter it cannot resolve: the step errors (the Workflow ends red).
             ran.append(f"{step['name']} (errors: no outputs)")
             red, phase = True, "Error" if phase != "Failed" else phase
             continue
-        local = {k: _ARGO_TAG.sub(lambda m: scope[m.group(1)], v) for k, v in args.items()}
-        container = templates[step["template"]]["container"]
-        env = {
-            e["name"]: _ARGO_TAG.sub(
-                lambda m: local[m.group(1).removeprefix("inputs.parameters.")], e.get("value", "")
-            )
-            for e in container.get("env", [])
+        local = {
+            f"inputs.parameters.{k}": _ARGO_TAG.sub(lambda m: scope[m.group(1)], v) for k, v in args.items()
         }
+        container = templates[step["template"]]["container"]
+        env = {e["name"]: _substitute(e.get("value", ""), local) for e in container.get("env", [])}
         assert container["command"] == ["/bin/sh", "-c"]
         code, _ = _sh(container["args"][0], env)
         ran.append(f"{step['name']} ({'fails' if code else 'ok'})")
@@ -383,10 +386,11 @@ def github_if(expression: str, *, failed: bool, outputs: dict[str, dict[str, str
 
     py = []
     for tok in tokens:
-        py.append({"||": " or ", "&&": " and ", "!": " not ", "==": " == ", "!=": " != "}.get(tok, None) or (
-            tok if tok in "()" else repr(value(tok))
-        ))
-    return bool(eval("".join(py), {"__builtins__": {}}, {}))  # noqa: S307 - tokens are checked above
+        py.append(
+            {"||": " or ", "&&": " and ", "!": " not ", "==": " == ", "!=": " != "}.get(tok)
+            or (tok if tok in "()" else repr(value(tok)))
+        )
+    return bool(eval("".join(py), {"__builtins__": {}}, {}))
 
 
 def github_row(outcome: Outcome, tmp_path: Path) -> Row:
@@ -539,20 +543,26 @@ def test_the_evaluators_are_not_vacuous(go_tools: dict[str, Path]) -> None:
     )["argo-when"]
     assert "cannot be used with the modifier '-'" in bare["error"]
     assert quoted == {"execute": False, "error": ""}
-    assert github_if("failure() && steps.c.outputs.decision == 'rolled-back'", failed=True,
-                     outputs={"c": {"decision": "rolled-back"}})
-    assert not github_if("steps.c.outputs.decision == 'promoted'", failed=True,
-                         outputs={"c": {"decision": "promoted"}})
+    assert github_if(
+        "failure() && steps.c.outputs.decision == 'rolled-back'",
+        failed=True,
+        outputs={"c": {"decision": "rolled-back"}},
+    )
+    assert not github_if(
+        "steps.c.outputs.decision == 'promoted'", failed=True, outputs={"c": {"decision": "promoted"}}
+    )
 
 
-def test_results_fit_tektons_termination_message_as_its_entrypoint_writes_it(go_tools: dict[str, Path]) -> None:
+def test_results_fit_tektons_termination_message_as_its_entrypoint_writes_it(
+    go_tools: dict[str, Path],
+) -> None:
     """The worst cases, fitted by canary-step, written by Tekton's termination.WriteMessage plus the
     entrypoint's own longest entries, fit in 4096 bytes; and our size is Go's, byte for byte."""
     long = 5000
     cases = [
         {name: "x" * long for name in RESULT_NAMES},
         {name: "<&>" * long for name in RESULT_NAMES},  # each escaped to 6 bytes by Go
-        {name: "é\u2028\"\\\n" * long for name in RESULT_NAMES},
+        {name: 'é\u2028"\\\n' * long for name in RESULT_NAMES},
         {**{name: "" for name in RESULT_NAMES}, "reason": "&" * long},
     ]
     fitted = [fit(values, budget=TERMINATION_MESSAGE_BUDGET) for values in cases]
@@ -583,15 +593,17 @@ def _write_docs(tool: Path) -> None:
 
 
 if __name__ == "__main__":
-    import shutil  # noqa: PLC0415 - only for --write
-    import tempfile  # noqa: PLC0415 - only for --write
+    import shutil
+    import tempfile
 
-    from tests.ship.conftest import GO_TOOLS, SCHEMA_TOOLS  # noqa: PLC0415 - only for --write
+    from tests.ship.conftest import GO_TOOLS, SCHEMA_TOOLS
 
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python -m tests.ship.test_pipeline_outcomes --write")
     with tempfile.TemporaryDirectory() as bindir:
         tool = Path(bindir) / "pipeline-eval"
         go = shutil.which("go") or sys.exit("needs the Go toolchain")
-        subprocess.run([go, "build", "-o", str(tool), GO_TOOLS["pipeline-eval"]], cwd=SCHEMA_TOOLS, check=True)
+        subprocess.run(
+            [go, "build", "-o", str(tool), GO_TOOLS["pipeline-eval"]], cwd=SCHEMA_TOOLS, check=True
+        )
         _write_docs(tool)
