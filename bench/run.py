@@ -89,6 +89,8 @@ def run_step(
         str(plane.kubeconfig),
         "--metrics-server",
         plane.prometheus_url,
+        "--scrape-interval",
+        "1s",  # the harness's Prometheus scrapes every second: the no-data grace is as short as it can be
         "--report",
         str(report),
         *extra,

@@ -156,6 +156,7 @@ class Driver:
         handle_signals: bool = True,
         start: State | None = None,
         came_for: str | None = None,
+        scrape_interval: float | None = None,
     ) -> None:
         self.bundle = bundle
         self.canary = bundle.canary
@@ -166,6 +167,8 @@ class Driver:
         extra: dict[str, Any] = {}
         if consecutive_error_limit is not None:
             extra["consecutive_error_limit"] = consecutive_error_limit
+        if scrape_interval is not None:
+            extra["scrape_interval_seconds"] = scrape_interval
         self.config = Config(
             canary=self.canary, deploy=image is not None, timeout_seconds=timeout, came_for=came_for, **extra
         )

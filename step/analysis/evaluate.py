@@ -2,7 +2,8 @@
 
 Owns: `thresholdRange` semantics (min fails when val < min, max fails when val > max, both bounds
 inclusive-OK), request-duration in milliseconds truncated like Go's `time.Duration`, the
-"no values found" policy (`onNoData`), and Flagger's exact halt texts for each kind of metric.
+"no values found" policy (`onNoData`, with its grace while the canary's series is new:
+`in_no_data_grace`), and Flagger's exact halt texts for each kind of metric.
 Providers only measure (`step.metrics`); this module only judges.
 Must not: do I/O, read the clock, or count failed checks (the state machine does).
 """
@@ -24,7 +25,7 @@ class Verdict(enum.StrEnum):
 
     PASS = "pass"
     FAIL = "fail"  # a failed check: the value broke the threshold, or no data under onNoData: fail
-    IGNORED = "ignored"  # no data under onNoData: ignore: a pass with a note
+    IGNORED = "ignored"  # no data under onNoData: ignore, or within the grace: a pass with a note
     ERROR = "error"  # the provider could not answer: counted apart from failed checks
 
 
@@ -101,6 +102,31 @@ def truncate_ms(value: float) -> int:
     return int(value)
 
 
+# Prometheus's default scrape interval in most installations (kube-prometheus, Knative's and
+# Flagger's own charts scrape every 15-30 s): `run --scrape-interval` says what it really is.
+DEFAULT_SCRAPE_INTERVAL = 15.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoDataGrace:
+    """How long the canary has had traffic, for the `onNoData: fail` grace (see `in_no_data_grace`)."""
+
+    traffic_seconds: float  # since the canary first got traffic in this analysis
+    first_measuring_tick: bool  # no tick has measured since the canary first got traffic
+    scrape_interval: float = DEFAULT_SCRAPE_INTERVAL
+
+    @property
+    def applies(self) -> bool:
+        return self.first_measuring_tick or self.traffic_seconds < 2 * self.scrape_interval
+
+
+def in_no_data_grace(grace: NoDataGrace | None) -> bool:
+    """No data is not yet a failed check: on the first tick that measures after the canary first got
+    traffic, and while it has had traffic for less than two scrapes (a rate over the metric's window
+    needs two samples of the canary's new series). `None`: the canary has had no traffic."""
+    return grace is not None and grace.applies
+
+
 def judge(
     metric: Metric,
     reading: Reading,
@@ -108,6 +134,7 @@ def judge(
     canary_name: str,
     namespace: str,
     target_name: str,
+    grace: NoDataGrace | None = None,
 ) -> Judgement:
     """Judge one reading of `metric`. The texts are Flagger's (scheduler_metrics.go)."""
     who = f"{canary_name}.{namespace}"
@@ -117,6 +144,15 @@ def judge(
             return Judgement(
                 verdict=Verdict.IGNORED,
                 message=f"No values found for metric {metric.name}: ignored (onNoData: ignore)",
+            )
+        if metric.on_no_data is OnNoData.FAIL and grace is not None and in_no_data_grace(grace):
+            return Judgement(
+                verdict=Verdict.IGNORED,
+                message=(
+                    f"No values found for metric {metric.name} yet: the canary has had traffic for "
+                    f"{grace.traffic_seconds:.0f}s, less than two scrapes of its new series; not counted "
+                    "(onNoData: fail counts it from the next tick, fail-immediately at once)"
+                ),
             )
         if builtin and metric.name == SUCCESS_RATE:
             text = (

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from step.analysis import messages as msg
-from step.analysis.evaluate import Verdict, judge
+from step.analysis.evaluate import NoDataGrace, Verdict, judge
 from step.analysis.protocol import (
     Action,
     ActionFailed,
@@ -206,7 +206,14 @@ class _Step:
             errors=self.s.errors,
         )
         self.actions.append(EndTick(record=record))
-        self.set(checks=(), hooks=(), events=(), errors=())
+        measured = bool(self.s.checks) and self.s.first_traffic_at is not None
+        self.set(
+            checks=(),
+            hooks=(),
+            events=(),
+            errors=(),
+            measured_with_traffic=self.s.measured_with_traffic or measured,
+        )
 
     def finish(self, done: Finish) -> None:
         primary = self.s.canary if done.decision is Decision.PROMOTED else self.s.primary
@@ -418,6 +425,8 @@ class _Step:
             consecutive_errors=0,
             progressing_since=self.now,
             not_ready_reported=False,
+            first_traffic_at=None,
+            measured_with_traffic=False,
             **changes,
         )
 
@@ -567,7 +576,12 @@ class _Step:
         reading = measured.reading
         spec = self.canary_spec
         judgement = judge(
-            metric, reading, canary_name=spec.name, namespace=spec.namespace, target_name=spec.target_name
+            metric,
+            reading,
+            canary_name=spec.name,
+            namespace=spec.namespace,
+            target_name=spec.target_name,
+            grace=self.no_data_grace(),
         )
         check = CheckRecord(
             metric=metric.name,
@@ -591,6 +605,16 @@ class _Step:
             self.info(judgement.message)
         self.set(metric_index=self.s.metric_index + 1)
         self.next_metric()
+
+    def no_data_grace(self) -> NoDataGrace | None:
+        since = self.s.first_traffic_at
+        if since is None:
+            return None
+        return NoDataGrace(
+            traffic_seconds=max(0.0, self.now - since),
+            first_measuring_tick=not self.s.measured_with_traffic,
+            scrape_interval=self.s.config.scrape_interval_seconds,
+        )
 
     def provider_error(self, message: str) -> None:
         errors = self.s.consecutive_errors + 1
@@ -633,6 +657,8 @@ class _Step:
         if new_weight is not None and not self.strategy.ready_to_promote(weight):
             self.actions.append(Route(primary=self.s.primary, canary=self.s.canary, canary_weight=new_weight))
             self.set(canary_weight=new_weight, traffic_moved=True)
+            if self.s.first_traffic_at is None:
+                self.set(first_traffic_at=self.now)
             self.info(msg.advance(*self.who, new_weight))
             self.status()
             self.end_tick()

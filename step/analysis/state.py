@@ -15,6 +15,7 @@ import enum
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from step.analysis.evaluate import DEFAULT_SCRAPE_INTERVAL
 from step.analysis.records import CheckRecord, EventRecord, HookRecord
 from step.spec.model import Canary
 
@@ -101,6 +102,7 @@ class Config:
     # there was none): if it is the primary by the time the run may act, another run promoted it.
     came_for: str | None = None
     rollback_resumed: bool = False  # --on-interrupted rollback: roll a resumed analysis back at once
+    scrape_interval_seconds: float = DEFAULT_SCRAPE_INTERVAL  # Prometheus's, for the no-data grace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +128,8 @@ class State:
     stashed_facts: ServiceFacts | None = None  # the tick's facts while an answer is due before acting
     outcome: Finish | None = None
     resumed_from: int | None = None  # the tick index of the saved state this run resumed
+    first_traffic_at: float | None = None  # wall-clock seconds: the canary's first traffic this analysis
+    measured_with_traffic: bool = False  # a tick has measured since then (the no-data grace's first tick)
     # the tick being recorded
     tick_index: int = 0
     tick_started: float = 0.0  # wall-clock seconds
@@ -162,6 +166,8 @@ class State:
             "stashedFacts": self.stashed_facts.to_json() if self.stashed_facts else None,
             "outcome": self.outcome.to_json() if self.outcome else None,
             "resumedFrom": self.resumed_from,
+            "firstTrafficAt": self.first_traffic_at,
+            "measuredWithTraffic": self.measured_with_traffic,
             "tickIndex": self.tick_index,
             "tickStarted": self.tick_started,
             "checks": [c.to_json() for c in self.checks],
@@ -202,6 +208,8 @@ class State:
                 stashed_facts=ServiceFacts.from_json(data["stashedFacts"]) if data["stashedFacts"] else None,
                 outcome=Finish.from_json(data["outcome"]) if data["outcome"] else None,
                 resumed_from=data["resumedFrom"],
+                first_traffic_at=data.get("firstTrafficAt"),
+                measured_with_traffic=bool(data.get("measuredWithTraffic", True)),
                 tick_index=int(data["tickIndex"]),
                 tick_started=float(data["tickStarted"]),
                 checks=tuple(CheckRecord.from_json(c) for c in data["checks"]),

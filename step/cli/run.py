@@ -177,6 +177,17 @@ def _canary_ref(ctx: click.Context, param: click.Parameter, value: str | None) -
     "more stops the run with decision `failed` (exit 4). Errors are never failed checks.",
 )
 @_opt(
+    "--scrape-interval",
+    envvar="SCRAPE_INTERVAL",
+    metavar="DURATION",
+    callback=_duration,
+    default="15s",
+    help="How often Prometheus scrapes the canary's metrics. A metric with `onNoData: fail` (the "
+    'default) does not count "no values found" as a failed check on the first tick that measures '
+    "after the canary first gets traffic, nor until the canary has had traffic for two scrapes; "
+    "`onNoData: fail-immediately` counts it at once, as Flagger does.",
+)
+@_opt(
     "--traffic-timeout",
     envvar="TRAFFIC_TIMEOUT",
     metavar="DURATION",
@@ -252,6 +263,7 @@ def run(
     timeout: float | None,
     consecutive_error_limit: int,
     traffic_timeout: float,
+    scrape_interval: float,
     lock_wait: float | None,
     lease_duration: float | None,
     on_interrupted: str,
@@ -294,6 +306,7 @@ def run(
         container=container,
         timeout=timeout,
         consecutive_error_limit=consecutive_error_limit,
+        scrape_interval=scrape_interval,
         lock_wait=lock_wait,
         lease_duration=math.ceil(lease_duration) if lease_duration else None,
         on_interrupted=OnInterrupted(on_interrupted),
@@ -351,6 +364,7 @@ class _Run:
         container: str | None,
         timeout: float | None,
         consecutive_error_limit: int,
+        scrape_interval: float | None = None,
         lock_wait: float | None = None,
         lease_duration: int | None = None,
         on_interrupted: OnInterrupted = OnInterrupted.RESUME,
@@ -402,6 +416,7 @@ class _Run:
             timeout=None if timeout is None else max(1.0, timeout - held.waited),
             consecutive_error_limit=consecutive_error_limit,
             came_for=held.came_for,
+            scrape_interval=scrape_interval,
         )
         with _interruptible():
             try:

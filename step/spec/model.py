@@ -41,9 +41,15 @@ class WebhookType(enum.StrEnum):
 
 
 class OnNoData(enum.StrEnum):
-    """What a metric with no values means: Flagger fails the check; `ignore` is our extension."""
+    """What a metric with no values means (our extension; Flagger always fails the check).
+
+    `fail`: a failed check, after a grace while the canary's series is too new to have two scrapes
+    (`step.analysis.evaluate.in_no_data_grace`); `fail-immediately`: Flagger's behaviour, no grace;
+    `ignore`: a pass with a note.
+    """
 
     FAIL = "fail"
+    FAIL_IMMEDIATELY = "fail-immediately"
     IGNORE = "ignore"
 
 

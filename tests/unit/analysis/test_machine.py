@@ -108,6 +108,7 @@ class World:
     offline: tuple[str, ...] = ()  # what the metrics-server check answers
     states: list[State] = field(default_factory=list)  # every state the machine returned
     start_state: Callable[[Config, float], State] | None = None  # e.g. a resumed state
+    scrape_interval: float = 1.0  # Prometheus's, for the no-data grace
 
     def t(self) -> float:
         return self.now - self.start
@@ -118,6 +119,7 @@ class World:
             deploy=self.deploy,
             timeout_seconds=self.timeout,
             consecutive_error_limit=self.error_limit,
+            scrape_interval_seconds=self.scrape_interval,
         )
         self.start = self.now
         state = initial_state(config, now=self.now)
@@ -328,6 +330,64 @@ def test_no_values_found_fails_by_default_and_on_no_data_ignore_passes() -> None
     world = World(lenient, readings=lambda metric, tick: Reading.empty())
     assert world.run().decision is Decision.PROMOTED
     assert any("ignore" in m for m in world.messages())
+
+
+def no_data_at(*ticks: int) -> ReadingScript:
+    """No values on the given analysis ticks (1 = the first measuring tick), 100 % success otherwise."""
+    return lambda metric, tick: Reading.empty() if tick in ticks else Reading.of(100.0)
+
+
+def test_no_data_on_the_first_measuring_tick_is_not_a_failed_check_by_default() -> None:
+    # The load test starts with the first step: the first tick that measures finds no series yet.
+    world = World(seed(threshold=1), readings=no_data_at(1))
+    done = world.run()
+    assert done.decision is Decision.PROMOTED
+    # the ideal 5 intervals: no tick is held for the missing data
+    assert weight_times(world) == [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 100)]
+    graced = [c for t in world.ticks for c in t.checks if c.verdict == "ignored"]
+    assert [c.metric for c in graced] == ["request-success-rate", "request-duration"]
+    assert graced[0].message.startswith("No values found for metric request-success-rate yet: the canary has")
+    assert "not counted" in graced[0].message
+    assert world.state is not None and world.state.failed_checks == 0
+
+
+def test_on_no_data_fail_immediately_keeps_flaggers_failed_check() -> None:
+    metrics = (replace(SR, on_no_data=OnNoData.FAIL_IMMEDIATELY), RD)
+    world = World(seed(threshold=1, metrics=metrics), readings=no_data_at(1))
+    done = world.run()
+    assert (done.decision, done.reason) == (Decision.ROLLED_BACK, Reason.FAILED_CHECKS)
+    assert weight_times(world) == [(0, 10), (20, 0)]
+    assert any(m.startswith("Halt advancement no values found for knative metric") for m in world.messages())
+
+
+def test_after_the_grace_no_data_is_a_failed_check() -> None:
+    # scrapes every 1 s, interval 10 s: the grace is the first measuring tick only
+    world = World(seed(threshold=1), readings=no_data_at(1, 2))
+    done = world.run()
+    assert (done.decision, done.reason) == (Decision.ROLLED_BACK, Reason.FAILED_CHECKS)
+    assert weight_times(world) == [(0, 10), (10, 20), (30, 0)]
+
+
+def test_the_grace_lasts_two_scrapes_of_traffic() -> None:
+    # scrapes every 15 s: traffic for 10 s and 20 s is less than two scrapes; 30 s is not
+    world = World(seed(threshold=1), readings=no_data_at(1, 2, 3), scrape_interval=15.0)
+    done = world.run()
+    assert (done.decision, done.reason) == (Decision.ROLLED_BACK, Reason.FAILED_CHECKS)
+    assert weight_times(world) == [(0, 10), (10, 20), (20, 30), (40, 0)]
+
+
+def test_the_grace_starts_again_with_a_restarted_analysis() -> None:
+    def newer_at_20(world: World) -> None:
+        if world.t() == 20:
+            world.latest = "podinfo-00003"
+
+    def readings(metric: Metric, tick: int) -> Reading:
+        return Reading.empty() if tick in (1, 4) else Reading.of(100.0)
+
+    world = World(seed(threshold=1), readings=readings, on_wait=newer_at_20)
+    done = world.run()
+    assert done.decision is Decision.PROMOTED
+    assert world.state is not None and world.state.failed_checks == 0
 
 
 def test_metric_templates_are_measured_after_the_builtins() -> None:

@@ -112,7 +112,7 @@ def test_on_no_data_is_our_extension_and_documented_as_such() -> None:
         "items"
     ]
     on_no_data = metric["properties"]["onNoData"]
-    assert on_no_data["enum"] == ["fail", "ignore"]
+    assert on_no_data["enum"] == ["fail", "fail-immediately", "ignore"]
     assert "extension" in on_no_data["description"]
 
 
