@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from step.analysis.evaluate import Reading
 from step.errors import MetricError, NoValuesFound, StepError
 from step.metrics.queries import BUILTIN_QUERIES, TemplateError, render
+from step.metrics.remote import windowed
 from step.ports import MetricsProvider
 from step.spec.model import KNATIVE_API_VERSION, Canary, Metric, MetricTemplate
 
@@ -102,7 +103,7 @@ def measure(
         if found is None:
             ns, name = rendered.template
             return Reading.failed(f"Metric template {name}.{ns} error: no provider was built for it")
-        provider = found
+        provider = windowed(found, metric.interval)  # Datadog & co. query over N x the interval
     query = rendered.query
     try:
         return Reading.of(provider.query(query), query=query)

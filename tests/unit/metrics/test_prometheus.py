@@ -191,11 +191,12 @@ def _template(provider_type: str, **kw: object) -> MetricTemplate:
     return MetricTemplate(name="t", namespace="ns", provider_type=provider_type, query="q", **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("kind", "words"), [("datadog", "is not supported"), ("bogus", "is unknown")])
+@pytest.mark.parametrize(("kind", "words"), [("keptn", "is not supported"), ("bogus", "is unknown")])
 def test_the_factory_refuses_other_provider_types(kind: str, words: str) -> None:
     with pytest.raises(SpecError, match=rf"MetricTemplate ns/t: provider type '{kind}' {words}") as caught:
         provider_for(_template(kind, address="http://x:9090"))
-    assert "supported: prometheus" in str(caught.value)
+    supported = "cloudwatch, datadog, dynatrace, graphite, influxdb, newrelic, prometheus, splunk, stackdriver"
+    assert f"supported: {supported})" in str(caught.value)
 
 
 def test_the_factory_needs_an_address() -> None:
