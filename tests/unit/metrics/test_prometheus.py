@@ -195,7 +195,9 @@ def _template(provider_type: str, **kw: object) -> MetricTemplate:
 def test_the_factory_refuses_other_provider_types(kind: str, words: str) -> None:
     with pytest.raises(SpecError, match=rf"MetricTemplate ns/t: provider type '{kind}' {words}") as caught:
         provider_for(_template(kind, address="http://x:9090"))
-    supported = "cloudwatch, datadog, dynatrace, graphite, influxdb, newrelic, prometheus, splunk, stackdriver"
+    supported = (
+        "cloudwatch, datadog, dynatrace, graphite, influxdb, newrelic, prometheus, splunk, stackdriver"
+    )
     assert f"supported: {supported})" in str(caught.value)
 
 
