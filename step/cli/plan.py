@@ -41,7 +41,8 @@ from step.cli._common import (
     render_metric,
     templates_from_cluster_option,
 )
-from step.errors import ExitCode
+from step.errors import ExitCode, SpecError
+from step.metrics.provider import preview
 from step.spec.durations import format_duration
 from step.spec.loader import LoadedSpec, load_files
 from step.spec.model import Canary, Metric, WebhookType
@@ -77,6 +78,9 @@ class PlannedMetric:
     threshold_max: float | None
     on_no_data: str
     query: str | None
+    # A MetricTemplate's provider and the exact request `run` sends for it, credentials masked.
+    provider: str | None = None
+    request: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,7 +195,19 @@ def _planned_metric(
     loaded: LoadedSpec, canary: Canary, metric: Metric, *, canary_revision: str
 ) -> PlannedMetric:
     rendered = render_metric(loaded, canary, metric, canary_revision=canary_revision)
+    template = loaded.metric_templates.get(rendered.template) if rendered.template else None
+    provider, request = None, None
+    if template is not None and rendered.query is not None:
+        provider = template.provider_type
+        try:
+            request = preview(
+                template, rendered.query, interval=metric.interval, default_address=canary.metrics_server
+            )["request"]
+        except SpecError:
+            request = None  # validate reports the template; plan shows the query alone
     return PlannedMetric(
+        provider=provider,
+        request=request,
         name=metric.name,
         source=rendered.source,
         interval=metric.interval,
@@ -247,6 +263,14 @@ def format_plan(plan: Plan) -> str:
         lines.append(
             f"    {metric.query}" if metric.query is not None else "    (query read from the cluster)"
         )
+        if metric.request is not None:
+            call = metric.request.get("api") or f"{metric.request['method']} {metric.request['url']}"
+            lines.append(f"    {metric.provider}: {call}")
+            lines += [f"      {key}: {value}" for key, value in (metric.request.get("headers") or {}).items()]
+            if metric.request.get("body") is not None:
+                lines.append(f"      body: {metric.request['body']}")
+            if "params" in metric.request:  # an SDK call (cloudwatch)
+                lines.append(f"      {json.dumps(metric.request['params'])}")
     return "\n".join(lines)
 
 
