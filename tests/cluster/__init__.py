@@ -37,11 +37,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tests.cluster.apiserver import ApiServer
     from tests.cluster.dataplane import DataPlane, RevisionInfo
+    from tests.cluster.kingress import KIngressReconciler
+    from tests.cluster.knative_real import RealKnative
     from tests.cluster.knative_sim import KnativeSimulator, Kube
     from tests.cluster.loadtester import LoadTester
     from tests.cluster.prom import Prometheus
 
 SEED_NAMESPACE = "test"
+BACKENDS = ("sim", "real")
 PODINFO_IMAGE = "ghcr.io/stefanprodan/podinfo:6.0.0"
 Obj = dict[str, Any]
 
@@ -119,12 +122,19 @@ class ControlPlane:
     api: ApiServer
     kubeconfig: Path
     knative: Kube
-    simulator: KnativeSimulator
+    simulator: KnativeSimulator  # the sim backend only
+    real: RealKnative  # the real backend only
+    kingress: KIngressReconciler  # the real backend only
     dataplane: DataPlane
     prometheus: Prometheus
     loadtester: LoadTester
 
-    def __init__(self, workdir: Path, *, owns_workdir: bool, ready_delay: float) -> None:
+    def __init__(
+        self, workdir: Path, *, owns_workdir: bool, ready_delay: float, knative: str = "sim"
+    ) -> None:
+        if knative not in BACKENDS:
+            raise ValueError(f"knative must be one of {BACKENDS}, not {knative!r}")
+        self.backend = knative
         self.workdir = workdir
         self.ready_delay = ready_delay
         self._owns_workdir = owns_workdir
@@ -137,8 +147,15 @@ class ControlPlane:
     # -- lifecycle
 
     @classmethod
-    def start(cls, workdir: Path | None = None, *, ready_delay: float | None = None) -> ControlPlane:
-        """Start everything; on any failure, stop what was started and re-raise."""
+    def start(
+        cls, workdir: Path | None = None, *, ready_delay: float | None = None, knative: str = "sim"
+    ) -> ControlPlane:
+        """Start everything; on any failure, stop what was started and re-raise.
+
+        ``knative="sim"`` runs the simulator (:mod:`tests.cluster.knative_sim`); ``"real"`` runs Knative
+        Serving's own controller, webhook and HPA autoscaler with kube-controller-manager, kube-scheduler and
+        kwok (:mod:`tests.cluster.knative_real`); there ``ready_delay`` is the KIngress programming delay.
+        """
         from tests.cluster.knative_sim import DEFAULT_READY_DELAY_S  # noqa: PLC0415 - lazy, see docstring
 
         owns = workdir is None
@@ -148,6 +165,7 @@ class ControlPlane:
             directory,
             owns_workdir=owns,
             ready_delay=DEFAULT_READY_DELAY_S if ready_delay is None else ready_delay,
+            knative=knative,
         )
         atexit.register(plane.stop)
         try:
@@ -161,10 +179,8 @@ class ControlPlane:
         self.timings[what] = round(time.monotonic() - started, 3)
 
     def _start(self) -> None:
-        from tests.cluster.apiserver import start_apiserver  # noqa: PLC0415
-        from tests.cluster.crds import install_crds  # noqa: PLC0415
-        from tests.cluster.dataplane import DataPlane, revision_lookup_from_cluster, watch_services  # noqa: PLC0415
-        from tests.cluster.knative_sim import KnativeSimulator, Kube, api_client_for  # noqa: PLC0415
+        from tests.cluster.dataplane import DataPlane  # noqa: PLC0415
+        from tests.cluster.knative_sim import Kube, api_client_for  # noqa: PLC0415
         from tests.cluster.loadtester import LoadTester  # noqa: PLC0415
         from tests.cluster.prom import Prometheus  # noqa: PLC0415
 
@@ -182,6 +198,55 @@ class ControlPlane:
         self._stoppers.append(self.prometheus.stop)
         self._mark(started, "prometheus-spawned")
 
+        if self.backend == "real":
+            self._start_real(started, lookup)
+        else:
+            self._start_sim(started, lookup)
+        self.knative = Kube(api_client_for(self.kubeconfig), field_manager="harness")
+
+        router_port = self.dataplane.router.port
+        self.loadtester = LoadTester(resolve=lambda _host: ("127.0.0.1", router_port))
+        self._stoppers.append(self.loadtester.stop)
+        self.prometheus.wait_ready()
+        self._mark(started, "prometheus-ready")
+        self.started_in = time.monotonic() - started
+
+    def _start_real(self, started: float, lookup: list[Callable[[str, str], RevisionInfo | None]]) -> None:
+        from tests.cluster.apiserver import start_apiserver  # noqa: PLC0415
+        from tests.cluster.crds import install_crds  # noqa: PLC0415
+        from tests.cluster.dataplane import revision_lookup_from_cluster  # noqa: PLC0415
+        from tests.cluster.kingress import KIngressReconciler  # noqa: PLC0415
+        from tests.cluster.knative_binaries import ensure  # noqa: PLC0415
+        from tests.cluster.knative_real import APISERVER_ARGS, INGRESS_CLASS, RealKnative  # noqa: PLC0415
+        from tests.cluster.knative_sim import api_client_for  # noqa: PLC0415
+
+        found = ensure()
+        self._mark(started, "binaries")
+        self.api = start_apiserver(self.workdir / "apiserver", extra_args=APISERVER_ARGS)
+        self._stoppers.append(self.api.stop)
+        self.kubeconfig = self.api.kubeconfig
+        self._mark(started, "apiserver")
+        install_crds(self.api, knative=False)
+        self._mark(started, "crds")
+        self.real = RealKnative(self.api, self.workdir / "knative", found=found)
+        self._stoppers.append(self.real.stop)
+        self.real.start()
+        self._mark(started, "knative")
+        dataplane_client = api_client_for(self.kubeconfig)
+        lookup.append(revision_lookup_from_cluster(dataplane_client))
+        self.kingress = KIngressReconciler(
+            self.dataplane, dataplane_client, ingress_class=INGRESS_CLASS, delay=self.ready_delay
+        )
+        self._stoppers.append(self.kingress.stop)
+        self.kingress.start()
+        self._mark(started, "dataplane")
+
+    def _start_sim(self, started: float, lookup: list[Callable[[str, str], RevisionInfo | None]]) -> None:
+        from tests.cluster.apiserver import start_apiserver  # noqa: PLC0415
+        from tests.cluster.crds import install_crds  # noqa: PLC0415
+        from tests.cluster.dataplane import revision_lookup_from_cluster, watch_services  # noqa: PLC0415
+        from tests.cluster.knative_sim import KnativeSimulator, api_client_for  # noqa: PLC0415
+
         self.api = start_apiserver(self.workdir / "apiserver")
         self._stoppers.append(self.api.stop)
         self.kubeconfig = self.api.kubeconfig
@@ -197,14 +262,6 @@ class ControlPlane:
         self._stoppers.append(self.simulator.stop)
         self.simulator.start()
         self._mark(started, "simulator")
-        self.knative = Kube(api_client_for(self.kubeconfig), field_manager="harness")
-
-        router_port = self.dataplane.router.port
-        self.loadtester = LoadTester(resolve=lambda _host: ("127.0.0.1", router_port))
-        self._stoppers.append(self.loadtester.stop)
-        self.prometheus.wait_ready()
-        self._mark(started, "prometheus-ready")
-        self.started_in = time.monotonic() - started
 
     def stop(self) -> None:
         """Stop everything that was started, last first; idempotent; never raises."""
@@ -229,8 +286,10 @@ class ControlPlane:
         self.stop()
 
     def pids(self) -> list[int]:
-        """The child processes: etcd, kube-apiserver, prometheus (while running)."""
+        """The child processes: etcd, kube-apiserver, prometheus (while running), and the real backend's."""
         found = list(self.api.pids) if hasattr(self, "api") else []
+        if hasattr(self, "real"):
+            found.extend(self.real.pids())
         if hasattr(self, "prometheus") and self.prometheus.pid is not None:
             found.append(self.prometheus.pid)
         return found
@@ -321,10 +380,16 @@ class ControlPlane:
             what=f"Knative Service {namespace}/{name} Ready" + (f" with {revision}" if revision else ""),
             describe=lambda: {
                 "status": (seen[0] or {}).get("status"),
-                "simulator errors": self.simulator.errors[-3:],
+                "backend errors": self._errors(),
             },
         )
         return result
+
+    def _errors(self) -> list[str]:
+        """The last errors of the simulator or of the KIngress reconciler, for timeout messages."""
+        if self.backend == "real":
+            return self.kingress.errors[-3:] if hasattr(self, "kingress") else []
+        return self.simulator.errors[-3:] if hasattr(self, "simulator") else []
 
     def wait_service(
         self,
@@ -349,18 +414,22 @@ class ControlPlane:
             what=what or f"Knative Service {namespace}/{name}",
             describe=lambda: {
                 "status": (seen[0] or {}).get("status"),
-                "simulator errors": self.simulator.errors[-3:],
+                "backend errors": self._errors(),
             },
         )
         return result
 
     def wait_routed(self, namespace: str, name: str, traffic: list[Obj], *, timeout: float = 10.0) -> None:
-        """Wait until the data plane routes by ``traffic`` (status.traffic entries)."""
-        from tests.cluster.dataplane import targets_from_status  # noqa: PLC0415
+        """Wait until the data plane routes by ``traffic`` (status.traffic entries).
 
-        want = tuple(targets_from_status(traffic))
+        Compared as the router uses them (:func:`tests.cluster.dataplane.routing_view`): the weight of each
+        revision and each tag's revision; the real backend's KIngress carries exactly that.
+        """
+        from tests.cluster.dataplane import routing_view, targets_from_status  # noqa: PLC0415
+
+        want = routing_view(targets_from_status(traffic))
         wait_for(
-            lambda: self.dataplane.routing.traffic(namespace, name) == want,
+            lambda: routing_view(self.dataplane.routing.traffic(namespace, name)) == want,
             timeout=timeout,
             what=f"data plane routes {namespace}/{name} by {traffic}",
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tests.cluster import PODINFO_IMAGE, SEED_NAMESPACE, ControlPlane
+from tests.cluster import BACKENDS, PODINFO_IMAGE, SEED_NAMESPACE, ControlPlane
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep state here (default: a temp dir)")
     parser.add_argument("--ready-delay", type=float, default=None, help="seconds until a revision is Ready")
     parser.add_argument("--no-seed", action="store_true", help="do not create namespace test and podinfo")
+    parser.add_argument(
+        "--knative",
+        choices=BACKENDS,
+        default=os.environ.get("KNATIVE") or "sim",
+        help="Knative's simulator or the real Knative Serving (default: $KNATIVE, else sim)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -40,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
 
-    plane = ControlPlane.start(args.workdir, ready_delay=args.ready_delay)
+    plane = ControlPlane.start(args.workdir, ready_delay=args.ready_delay, knative=args.knative)
     try:
         if not args.no_seed:
             plane.create_namespace(SEED_NAMESPACE)
             plane.create_podinfo(SEED_NAMESPACE, "podinfo", PODINFO_IMAGE)
-            plane.wait_ready(SEED_NAMESPACE, "podinfo")
+            plane.wait_ready(SEED_NAMESPACE, "podinfo", timeout=30.0 if args.knative == "sim" else 90.0)
         print(f"control plane up in {plane.started_in:.1f} s ({plane.timings})", file=sys.stderr)
         print(f"kubeconfig:     {plane.kubeconfig}")
         print(f"api server:     {plane.api.url}")
@@ -55,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metrics:        {plane.metrics_url}")
         print(f"try:            kubectl --kubeconfig {plane.kubeconfig} get ksvc,rev -n {SEED_NAMESPACE}")
         ready = {
+            "knative": plane.backend,
             "kubeconfig": str(plane.kubeconfig),
             "router_url": plane.router_url,
             "prometheus_url": plane.prometheus_url,

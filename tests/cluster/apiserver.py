@@ -421,7 +421,9 @@ def _apiserver_ready(port: int, context: ssl.SSLContext, token: str) -> bool:
         connection.close()
 
 
-def start_apiserver(workdir: Path, *, binaries: Binaries | None = None) -> ApiServer:
+def start_apiserver(
+    workdir: Path, *, binaries: Binaries | None = None, extra_args: tuple[str, ...] = ()
+) -> ApiServer:
     """Start etcd and kube-apiserver on free loopback ports, wait for /readyz, return the handle.
 
     Everything (certificates, etcd data, logs, the admin kubeconfig) goes under ``workdir``. On failure the
@@ -439,7 +441,9 @@ def start_apiserver(workdir: Path, *, binaries: Binaries | None = None) -> ApiSe
     _install_cleanup()
     for attempt in range(1, PORT_ATTEMPTS + 1):
         try:
-            server = _start_processes(workdir, found=found, admin_token=admin_token, token_file=token_file)
+            server = _start_processes(
+                workdir, found=found, admin_token=admin_token, token_file=token_file, extra_args=extra_args
+            )
         except _PortTakenError:
             if attempt == PORT_ATTEMPTS:
                 raise
@@ -451,7 +455,9 @@ def start_apiserver(workdir: Path, *, binaries: Binaries | None = None) -> ApiSe
     raise AssertionError("unreachable")
 
 
-def _start_processes(workdir: Path, *, found: Binaries, admin_token: str, token_file: Path) -> ApiServer:
+def _start_processes(
+    workdir: Path, *, found: Binaries, admin_token: str, token_file: Path, extra_args: tuple[str, ...] = ()
+) -> ApiServer:
     pki = workdir / "pki"
     etcd_client, etcd_peer, secure_port = _free_ports(3)
     etcd_log, apiserver_log = workdir / "etcd.log", workdir / "kube-apiserver.log"
@@ -502,6 +508,7 @@ def _start_processes(workdir: Path, *, found: Binaries, admin_token: str, token_
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=0",
+                *extra_args,  # the real-Knative backend's (tests.cluster.knative_real)
             ],
             apiserver_log,
         )

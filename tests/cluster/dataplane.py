@@ -455,6 +455,26 @@ def targets_from_status(traffic: Iterable[Mapping[str, Any]]) -> list[Target]:
     ]
 
 
+def routing_view(
+    targets: Iterable[Target] | None,
+) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]] | None:
+    """What the router does with ``targets``: each revision's total weight (0 left out), each tag's revision.
+
+    Two target lists with the same view route every request alike: status.traffic (the simulator's source)
+    and a KIngress (the real backend's) spell the same routing differently.
+    """
+    if targets is None:
+        return None
+    weights: dict[str, int] = {}
+    tags: dict[str, str] = {}
+    for target in targets:
+        if target.percent:
+            weights[target.revision] = weights.get(target.revision, 0) + target.percent
+        if target.tag:
+            tags[target.tag] = target.revision
+    return tuple(sorted(weights.items())), tuple(sorted(tags.items()))
+
+
 RevisionLookup = Callable[[str, str], RevisionInfo | None]
 
 

@@ -182,16 +182,24 @@ class Kube:
 
 
 class Informer:
-    """List, then watch, one serving.knative.dev resource in all namespaces; a cache plus a callback.
+    """List, then watch, one custom resource (serving.knative.dev unless told) in all namespaces; a cache
+    plus a callback.
 
     Survives the watch timing out (re-watch from the last resourceVersion), 410 Gone (re-list) and
     connection errors (re-list after a short backoff). :meth:`stop` unblocks the streaming read at once.
     """
 
     def __init__(
-        self, api_client: client.ApiClient, plural: str, on_event: Callable[[str, Obj], None]
+        self,
+        api_client: client.ApiClient,
+        plural: str,
+        on_event: Callable[[str, Obj], None],
+        *,
+        group: str = GROUP,
+        version: str = VERSION,
     ) -> None:
         self.plural = plural
+        self.group, self.version = group, version
         self._objects = client.CustomObjectsApi(api_client)
         self._on_event = on_event
         self._stop = threading.Event()
@@ -231,7 +239,7 @@ class Informer:
             log.exception("informer %s: handler failed", self.plural)
 
     def _list(self) -> str:
-        answer = cast(Obj, self._objects.list_cluster_custom_object(GROUP, VERSION, self.plural))
+        answer = cast(Obj, self._objects.list_cluster_custom_object(self.group, self.version, self.plural))
         seen = {self._key(item): item for item in answer.get("items", [])}
         with self._lock:
             vanished = [obj for key, obj in self._cache.items() if key not in seen]
@@ -245,7 +253,7 @@ class Informer:
 
     def _watch(self, resource_version: str) -> Iterator[Obj]:
         response: Any = self._objects.list_cluster_custom_object(
-            GROUP, VERSION, self.plural,
+            self.group, self.version, self.plural,
             watch=True, allow_watch_bookmarks=True, resource_version=resource_version,
             timeout_seconds=WATCH_TIMEOUT_S, _preload_content=False,
         )  # fmt: skip

@@ -88,7 +88,8 @@ class PodNetwork:
 
     name: str
     index: int
-    service_cidr: str
+    service_cidr: str | None
+    veth: bool = True
     _routes: list[str] = field(default_factory=list)
 
     @property
@@ -104,7 +105,8 @@ class PodNetwork:
         return f"10.214.{self.index}.0/24"
 
     @classmethod
-    def create(cls, *, service_cidr: str) -> PodNetwork:
+    def create(cls, *, service_cidr: str | None = None, veth: bool = True) -> PodNetwork:
+        """A namespace with loopback up and, when ``veth``, the veth pair and the routes into it."""
         if os.geteuid() != 0:
             raise NetnsError("the real-Knative backend makes a network namespace: run as root")
         clean_stale()
@@ -117,7 +119,7 @@ class PodNetwork:
                 break
         else:
             raise NetnsError("no free 10.213.<n>.0/30 for a network namespace (250 in use)")
-        network = cls(name=name, index=index, service_cidr=service_cidr)
+        network = cls(name=name, index=index, service_cidr=service_cidr, veth=veth)
         try:
             network._wire()
         except BaseException:
@@ -126,6 +128,9 @@ class PodNetwork:
         return network
 
     def _wire(self) -> None:
+        _ip("-n", self.name, "link", "set", "lo", "up")
+        if not self.veth:
+            return
         host, inner = f"csk{self.index}h", f"csk{self.index}n"
         _ip("link", "add", host, "type", "veth", "peer", "name", inner)
         _ip("link", "set", inner, "netns", self.name)
@@ -133,12 +138,15 @@ class PodNetwork:
         _ip("link", "set", host, "up")
         _ip("-n", self.name, "addr", "add", f"{self.inner_address}/30", "dev", inner)
         _ip("-n", self.name, "link", "set", inner, "up")
-        _ip("-n", self.name, "link", "set", "lo", "up")
         _ip("-n", self.name, "route", "add", "default", "via", self.host_address)
-        for cidr in (self.pod_cidr, self.service_cidr):
+        for cidr in (self.pod_cidr, *([self.service_cidr] if self.service_cidr else [])):
             # replace: another run's Service-CIDR route (same CIDR) is taken over, not an error.
             _ip("route", "replace", cidr, "via", self.inner_address)
             self._routes.append(cidr)
+
+    def exec_prefix(self) -> list[str]:
+        """Run a command in the namespace: ``[*network.exec_prefix(), command, ...]``."""
+        return ["ip", "netns", "exec", self.name]
 
     def delete(self) -> None:
         for cidr in self._routes:
@@ -146,8 +154,9 @@ class PodNetwork:
         self._routes.clear()
         _delete(self.name, self.index)
 
-    def listen(self, port: int) -> socket.socket:
-        """A TCP socket listening on the inner address, inside the namespace."""
+    def listen(self, port: int, address: str | None = None) -> socket.socket:
+        """A TCP socket listening inside the namespace, on ``address`` (default: the inner veth address)."""
+        address = self.inner_address if address is None else address
         made: list[socket.socket] = []
         failed: list[BaseException] = []
 
@@ -160,7 +169,7 @@ class PodNetwork:
                         raise NetnsError(f"setns({self.name}): {os.strerror(ctypes.get_errno())}")
                 listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind((self.inner_address, port))
+                listener.bind((address, port))
                 listener.listen(64)
                 made.append(listener)
             except BaseException as error:
@@ -170,17 +179,23 @@ class PodNetwork:
         thread.start()
         thread.join()
         if failed:
-            raise NetnsError(f"listening on {self.inner_address}:{port} in {self.name}: {failed[0]}")
+            raise NetnsError(f"listening on {address}:{port} in {self.name}: {failed[0]}")
         return made[0]
 
 
 class Forwarder:
-    """Relay ``inner_address:port`` (inside the namespace) to ``127.0.0.1:target_port`` (root namespace)."""
+    """Relay ``address:port`` inside the namespace to ``127.0.0.1:target_port`` in the root namespace.
 
-    def __init__(self, network: PodNetwork, port: int, target_port: int) -> None:
+    ``address`` defaults to the inner veth address; ``127.0.0.1`` gives a process run in the namespace its
+    own loopback path to a server on the root namespace's loopback (the API server).
+    """
+
+    def __init__(
+        self, network: PodNetwork, port: int, target_port: int, *, address: str | None = None
+    ) -> None:
         self.port = port
         self.target_port = target_port
-        self._listener = network.listen(port)
+        self._listener = network.listen(port, address)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._accept, name=f"forward-{port}", daemon=True)
         self._thread.start()

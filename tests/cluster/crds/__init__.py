@@ -519,11 +519,14 @@ def _established(crd: Schema) -> bool:
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
-def install_crds(api: ApiServer) -> list[str]:
-    """Create (or replace) every CRD and wait until each is Established; returns their names."""
+def install_crds(api: ApiServer, *, knative: bool = True) -> list[str]:
+    """Create (or replace) every CRD and wait until each is Established; returns their names.
+
+    ``knative=False`` installs Flagger's only: the real-Knative backend installs Knative's own CRDs.
+    """
     from tests.cluster.apiserver import ApiError, ApiServerError  # noqa: PLC0415 - avoid an import cycle
 
-    manifests = knative_crds() + flagger_crds()
+    manifests = (knative_crds() if knative else []) + flagger_crds()
     base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     names = []
     for manifest in manifests:
@@ -552,6 +555,8 @@ def install_crds(api: ApiServer) -> list[str]:
     # The API server holds the first custom-resource write after a CRD install for about 2 s (measured; it
     # does not depend on the kind or the namespace). Pay that here, with a dry run, so that callers' first
     # real write is as fast as every later one.
+    if not knative:
+        return names
     status, body = api.request(
         "POST", f"/apis/{GROUP}/v1/namespaces/default/revisions?dryRun=All", body=_WARM_UP_REVISION
     )

@@ -1,0 +1,373 @@
+"""The real-Knative backend (issue 10): Knative Serving 1.17's own controller, webhook and HPA autoscaler,
+kube-controller-manager, kube-scheduler and kwok, against the local API server.
+
+Owns :class:`RealKnative`, which, given a running :class:`tests.cluster.apiserver.ApiServer` (started with
+:data:`APISERVER_ARGS`):
+
+1. makes the run's network namespaces (:mod:`tests.cluster.netns`): ``webhook`` with the veth pair (its
+   inner address is the webhook Service's endpoint; the pod CIDR and the Service CIDR are routed into it),
+   ``controller`` and ``autoscaler`` with loopback only. Knative's binaries bind fixed ports on every
+   interface (health probes on :8080, profiling on :8008, metrics on :9090), so each runs in a namespace of
+   its own; inside each, a relay on the namespace's 127.0.0.1:<API port> reaches the API server on the root
+   namespace's loopback. No Knative process can dial anything else: its namespace has no other route;
+2. installs Knative's own YAML from the module: ``config/core`` (namespace, CRDs, ConfigMaps, webhook
+   configurations and Secret), the networking CRDs (KIngress, ServerlessService, Certificate) and
+   ``config-network``, the caching Image CRD; with these edits to ConfigMaps only: the ingress class is
+   :data:`INGRESS_CLASS` (our data plane, :mod:`tests.cluster.kingress`), the pod autoscaler class is
+   ``hpa.autoscaling.knative.dev``, ``registries-skipping-tag-resolving`` lists :data:`SKIPPED_REGISTRIES`
+   (image digests are not resolved: there is no registry to ask), the queue-proxy image is a name nothing
+   pulls, and metrics export is off (nothing scrapes it);
+3. registers the webhook: Knative's ``webhook`` Service without its selector, an EndpointSlice (and
+   Endpoints) holding the inner veth address, so kube-apiserver (``--enable-aggregator-routing``) dials that
+   address, where the webhook listens; Knative's own certificate controller makes ``webhook-certs`` and
+   its webhook reconcilers fill in the caBundles;
+4. starts kube-controller-manager (Deployments, ReplicaSets, Endpoints/EndpointSlices, the HPA controller,
+   garbage collection, namespaces, service accounts), kube-scheduler and kwok with one fake Node, whose pods
+   get addresses in the pod CIDR and become Ready by kwok's default stages;
+5. waits until the webhook answers through the API server (a dry-run create of an invalid Service is
+   refused by ``validation.webhook.serving.knative.dev``).
+
+Must not: dial, or make any process dial, an address outside loopback and the run's own namespaces; leave
+a process or a namespace behind (children carry PR_SET_PDEATHSIG; namespaces of dead runs are cleaned by
+the next); decide anything Knative decides (that is the point).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.cluster.apiserver import ApiError, ApiServer, _spawn, _stop_process, _tail
+from tests.cluster.dataplane import free_port
+from tests.cluster.knative_binaries import RealKnativeBinaries, ensure
+from tests.cluster.netns import Forwarder, PodNetwork
+
+SYSTEM_NAMESPACE = "knative-serving"
+INGRESS_CLASS = "canary-step.ingress.networking.knative.dev"
+SERVICE_CIDR = "10.0.0.0/24"  # tests.cluster.apiserver's --service-cluster-ip-range
+WEBHOOK_PORT = 8443
+NODE_NAME = "kwok-node-0"
+SKIPPED_REGISTRIES = (
+    "kind.local,ko.local,dev.local,ghcr.io,docker.io,index.docker.io,registry.k8s.io,quay.io,gcr.io,"
+    "example.com,example.org,registry.example.com,localhost,127.0.0.1"
+)
+QUEUE_PROXY_IMAGE = "canary-step.local/knative/queue:v1.17.0"
+APISERVER_ARGS = ("--enable-aggregator-routing=true",)
+START_TIMEOUT_S = 90.0
+STOP_GRACE_S = 5.0
+
+Obj = dict[str, Any]
+
+# kind -> (API path prefix, plural, namespaced)
+_KINDS: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("/api/v1", "namespaces", False),
+    "ConfigMap": ("/api/v1", "configmaps", True),
+    "Secret": ("/api/v1", "secrets", True),
+    "Service": ("/api/v1", "services", True),
+    "Endpoints": ("/api/v1", "endpoints", True),
+    "Node": ("/api/v1", "nodes", False),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
+    "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "MutatingWebhookConfiguration": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        False,
+    ),
+    "ValidatingWebhookConfiguration": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "validatingwebhookconfigurations",
+        False,
+    ),
+}
+
+
+class RealKnativeError(RuntimeError):
+    """A component did not start; the message says which and carries its log's last lines."""
+
+
+def _documents(path: Path) -> Iterator[Obj]:
+    for document in yaml.safe_load_all(path.read_text()):
+        if isinstance(document, dict) and document.get("kind"):
+            yield document
+
+
+def create(api: ApiServer, obj: Obj) -> Obj:
+    """Create ``obj`` (one of :data:`_KINDS`); an existing one is replaced."""
+    prefix, plural, namespaced = _KINDS[obj["kind"]]
+    meta = obj["metadata"]
+    base = f"{prefix}/namespaces/{meta['namespace']}/{plural}" if namespaced else f"{prefix}/{plural}"
+    status, body = api.request("POST", base, body=obj)
+    if status == 409:
+        _, current = api.request("GET", f"{base}/{meta['name']}")
+        replacement = {**obj, "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}}
+        status, body = api.request("PUT", f"{base}/{meta['name']}", body=replacement)
+    if status not in (200, 201):
+        raise ApiError(status, body, f"creating {obj['kind']} {meta.get('namespace', '')}/{meta['name']}")
+    return body
+
+
+def _edit_config_map(config_map: Obj) -> Obj:
+    name = config_map["metadata"]["name"]
+    data = dict(config_map.get("data") or {})
+    edits = {
+        "config-deployment": {
+            "queue-sidecar-image": QUEUE_PROXY_IMAGE,
+            "registries-skipping-tag-resolving": SKIPPED_REGISTRIES,
+            "progress-deadline": "120s",
+        },
+        "config-network": {"ingress-class": INGRESS_CLASS},
+        "config-autoscaler": {"pod-autoscaler-class": "hpa.autoscaling.knative.dev"},
+        "config-observability": {"metrics.backend-destination": "none", "profiling.enable": "false"},
+        "config-leader-election": {"lease-duration": "15s", "renew-deadline": "10s", "retry-period": "2s"},
+    }.get(name, {})
+    data.update(edits)
+    return {**config_map, "data": data}
+
+
+def knative_manifests(found: RealKnativeBinaries) -> list[Obj]:
+    """Knative's own objects, in install order, with the ConfigMap edits the module docstring lists."""
+    core = found.serving_config
+    files = [
+        core / "100-namespace.yaml",
+        *sorted((core / "300-resources").glob("*.yaml")),
+        found.networking_source / "config" / "ingress.yaml",
+        found.networking_source / "config" / "serverlessservice.yaml",
+        found.networking_source / "config" / "certificate.yaml",
+        found.networking_source / "config" / "domain-claim.yaml",
+        found.caching_source / "config" / "image.yaml",
+        *sorted((core / "configmaps").glob("*.yaml")),
+        found.networking_source / "config" / "config-network.yaml",
+        core / "webhooks" / "secret.yaml",
+        *sorted(path for path in (core / "webhooks").glob("*.yaml") if path.name != "secret.yaml"),
+    ]
+    objects = []
+    for path in files:
+        for obj in _documents(path):
+            objects.append(_edit_config_map(obj) if obj["kind"] == "ConfigMap" else obj)
+    return objects
+
+
+def _webhook_service(inner_address: str) -> list[Obj]:
+    labels = {"app": "webhook", "role": "webhook"}
+    port = {"name": "https-webhook", "port": WEBHOOK_PORT, "protocol": "TCP"}
+    meta = {"name": "webhook", "namespace": SYSTEM_NAMESPACE, "labels": labels}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            # Knative's Service, less its selector: the endpoints are ours.
+            "spec": {"ports": [{"name": "https-webhook", "port": 443, "targetPort": WEBHOOK_PORT}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "webhook-netns",
+                "namespace": SYSTEM_NAMESPACE,
+                "labels": {
+                    "kubernetes.io/service-name": "webhook",
+                    "endpointslice.kubernetes.io/managed-by": "canary-step.test-harness",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [inner_address], "conditions": {"ready": True}}],
+            "ports": [port],
+        },
+    ]
+
+
+def _node(network: PodNetwork) -> Obj:
+    capacity = {"cpu": "64", "memory": "256Gi", "pods": "250"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": NODE_NAME,
+            "labels": {"type": "kwok", "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux"},
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": {"podCIDR": network.pod_cidr, "podCIDRs": [network.pod_cidr]},
+        "status": {"allocatable": capacity, "capacity": capacity},
+    }
+
+
+class RealKnative:
+    """Knative Serving's components and the Kubernetes controllers they need; see the module docstring."""
+
+    def __init__(self, api: ApiServer, workdir: Path, *, found: RealKnativeBinaries | None = None) -> None:
+        self.api = api
+        self.workdir = workdir
+        self.found = found or ensure()
+        self.networks: dict[str, PodNetwork] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.timings: dict[str, float] = {}
+        self._stoppers: list[Callable[[], None]] = []
+        self._api_port = int(api.url.rsplit(":", 1)[1])
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        started = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._make_networks()
+            self.timings["netns"] = round(time.monotonic() - started, 3)
+            for obj in knative_manifests(self.found):
+                create(self.api, obj)
+            for obj in _webhook_service(self.networks["webhook"].inner_address):
+                create(self.api, obj)
+            self.timings["manifests"] = round(time.monotonic() - started, 3)
+            self._start_kubernetes()
+            self._start_knative()
+            self.timings["spawned"] = round(time.monotonic() - started, 3)
+            self._wait_webhook(deadline=started + START_TIMEOUT_S)
+            self.timings["webhook"] = round(time.monotonic() - started, 3)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _make_networks(self) -> None:
+        for name, veth in (("webhook", True), ("controller", False), ("autoscaler", False)):
+            network = PodNetwork.create(service_cidr=SERVICE_CIDR if veth else None, veth=veth)
+            self.networks[name] = network
+            self._stoppers.append(network.delete)
+            relay = Forwarder(network, self._api_port, self._api_port, address="127.0.0.1")
+            self._stoppers.append(relay.stop)
+
+    def _spawn(self, name: str, command: list[str], *, env: dict[str, str] | None = None) -> None:
+        log_file = self.workdir / f"{name}.log"
+        if env:
+            command = ["env", *(f"{key}={value}" for key, value in env.items()), *command]
+        process = _spawn(command, log_file)
+        self.processes[name] = process
+        self._stoppers.append(lambda: _stop_process(process, STOP_GRACE_S))
+
+    def _start_kubernetes(self) -> None:
+        kubeconfig = str(self.api.kubeconfig)
+        pki = self.api.workdir / "pki"
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.found.kube_controller_manager),
+                f"--kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                "--controllers=deployment,replicaset,endpoint,endpointslice,endpointslicemirroring,"
+                "horizontalpodautoscaling,garbagecollector,namespace,serviceaccount,serviceaccount-token,"
+                "podgc",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--use-service-account-credentials=false",
+                "--horizontal-pod-autoscaler-sync-period=2s",
+                "--concurrent-deployment-syncs=10",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.found.kube_scheduler),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        create(self.api, _node(self.networks["webhook"]))
+        network = self.networks["webhook"]
+        self._spawn(
+            "kwok",
+            [
+                str(self.found.kwok),
+                f"--kubeconfig={kubeconfig}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--cidr={network.pod_cidr}",
+                f"--node-ip={network.inner_address}",
+                "--node-port=0",
+                f"--server-address=127.0.0.1:{free_port()}",
+            ],
+        )
+
+    def _start_knative(self) -> None:
+        kubeconfig = str(self.api.kubeconfig)
+        common = {
+            "SYSTEM_NAMESPACE": SYSTEM_NAMESPACE,
+            "CONFIG_LOGGING_NAME": "config-logging",
+            "CONFIG_OBSERVABILITY_NAME": "config-observability",
+            "METRICS_DOMAIN": "knative.dev/internal/serving",
+            "KUBERNETES_MIN_VERSION": "1.30.0",
+        }
+        for name, binary, network, extra in (
+            ("controller", self.found.controller, "controller", {}),
+            ("autoscaler-hpa", self.found.autoscaler_hpa, "autoscaler", {}),
+            (
+                "webhook",
+                self.found.webhook,
+                "webhook",
+                {"WEBHOOK_NAME": "webhook", "WEBHOOK_PORT": str(WEBHOOK_PORT)},
+            ),
+        ):
+            env = {**common, "POD_NAME": f"{name}-{os.getpid()}", **extra}
+            self._spawn(
+                name,
+                [*self.networks[network].exec_prefix(), str(binary), f"--kubeconfig={kubeconfig}"],
+                env=env,
+            )
+
+    def _check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RealKnativeError(
+                    f"{name} exited with {process.returncode}; last lines of its log:\n"
+                    f"{_tail(self.workdir / f'{name}.log')}"
+                )
+
+    def _wait_webhook(self, *, deadline: float) -> None:
+        """Until the webhook refuses a Service with traffic summing to 90 (a dry run)."""
+        probe = {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": "webhook-probe", "namespace": SYSTEM_NAMESPACE},
+            "spec": {
+                "template": {"spec": {"containers": [{"image": "ghcr.io/stefanprodan/podinfo:6.0.0"}]}},
+                "traffic": [{"latestRevision": True, "percent": 90}],
+            },
+        }
+        path = f"/apis/serving.knative.dev/v1/namespaces/{SYSTEM_NAMESPACE}/services?dryRun=All"
+        last: Obj = {}
+        while True:
+            self._check_alive()
+            status, body = self.api.request("POST", path, body=probe)
+            last = body
+            if status == 400 and "validation.webhook.serving.knative.dev" in str(body.get("message")):
+                return
+            if time.monotonic() > deadline:
+                raise RealKnativeError(
+                    f"Knative's webhook did not answer within {START_TIMEOUT_S:.0f} s; last: {status} "
+                    f"{json.dumps(last)[:400]}; webhook log:\n{_tail(self.workdir / 'webhook.log')}"
+                )
+            time.sleep(0.2)  # poll interval of a condition wait with a deadline
+
+    def stop(self) -> None:
+        """Stop everything, last started first; idempotent; never raises."""
+        while self._stoppers:
+            stopper = self._stoppers.pop()
+            with contextlib.suppress(Exception):
+                stopper()
+
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes.values() if process.poll() is None]
