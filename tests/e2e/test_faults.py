@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,3 +239,28 @@ def test_sigkill_then_a_rerun_told_to_roll_back(runs: Runs) -> None:
     assert (result.results["decision"], result.results["reason"]) == ("rolled-back", "manual-rollback")
     assert "rolling it back to podinfo-00001 (--on-interrupted rollback)" in result.stderr
     assert rerun.traffic() == {"podinfo-00001": 100} and rerun.annotation() == "podinfo-00001"
+
+
+def test_the_api_server_paused_for_20s_mid_analysis(runs: Runs, control_plane: ControlPlane) -> None:
+    """SIGSTOP/SIGCONT of kube-apiserver at 20 %: the run rides it out on its retries and its lease."""
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    step = runs.new("api-paused")
+    step.start(canary_spec(ns, interval="2s"))
+    wait_for(lambda: step.traffic().get("podinfo-00002", 0) >= 20, timeout=60, what="canary at 20%")
+    _, apiserver = control_plane.api.pids
+    os.kill(apiserver, signal.SIGSTOP)
+    try:
+        time.sleep(20)  # the fault itself lasts 20 s; nothing is awaited here
+    finally:
+        os.kill(apiserver, signal.SIGCONT)
+    result = step.wait(timeout=180)
+    assert "Traceback" not in result.stderr
+    assert result.code in (0, 4), result.stderr
+    if result.code == 0:
+        assert result.results["decision"] == "promoted", result.stderr
+        assert step.traffic() == {"podinfo-00002": 100} and step.annotation() == "podinfo-00002"
+    else:
+        assert result.results["decision"] == "failed", result.stderr
+        assert step.traffic() == {"podinfo-00001": 100} and step.annotation() == "podinfo-00001"
+    assert runs.holder() is None
