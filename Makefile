@@ -18,8 +18,9 @@ $(PY): pyproject.toml
 
 setup: $(PY) ## create .venv with the package and its test extras
 
-tools: setup ## install Prometheus (Debian) and build kube-apiserver and etcd (cached)
+tools: setup ## install Prometheus and Graphite (Debian) and build kube-apiserver and etcd (cached)
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@test -x /usr/bin/carbon-cache -a -f /usr/lib/python3/dist-packages/graphite/wsgi.py || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphite-carbon graphite-web >/dev/null; }
 	$(PY) -m tests.cluster.binaries ensure
 
 lint: setup ## ruff
