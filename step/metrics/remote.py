@@ -222,6 +222,12 @@ class HttpProvider:
                     verify=self._verify,
                 )
 
+        def masked(text: str) -> str:  # a library's message quotes the URL, which may hold a credential
+            for key, value in request.secrets.items():
+                if value:
+                    text = text.replace(value, secret_marker(key))
+            return text
+
         loop = retrying(
             RECONNECT_ONCE, retry=tenacity.retry_if_exception(_worth_reconnecting), sleep=time.sleep
         )
@@ -230,16 +236,13 @@ class HttpProvider:
         except requests.Timeout:
             raise MetricError(f"{where} did not answer within {self._timeout:g}s") from None
         except requests.ConnectionError as err:
-            raise MetricError(f"{where} is unreachable: {one_line(err)}") from None
+            raise MetricError(f"{where} is unreachable: {masked(one_line(err))}") from None
         except requests.RequestException as err:
-            raise MetricError(f"{where}: request failed: {one_line(err)}") from None
+            raise MetricError(f"{where}: request failed: {masked(one_line(err))}") from None
         status = response.status_code
         if status < 400:
             return response
-        body = response.text.strip()[:MAX_QUOTED]
-        for value in request.secrets.values():
-            if value:
-                body = body.replace(value, "<secret>")
+        body = masked(response.text.strip()[:MAX_QUOTED])
         if status in (401, 403):
             raise MetricError(f"{where} refused the credentials: HTTP {status}: {body}")
         if status == 429:

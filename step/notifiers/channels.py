@@ -44,6 +44,7 @@ class Channel:
     channel: str = DEFAULT_CHANNEL
     username: str = DEFAULT_USERNAME
     severity: str | None = None  # the alert's severity; None: the global notifier, which gets every alert
+    address_from: str = "spec"  # where the address came from: "spec", "secret <name>", "--alert-url"
 
     def describe(self) -> dict[str, Any]:
         """What `plan` and the report may show: everything but the address and the proxy."""
@@ -53,7 +54,7 @@ class Channel:
             "severity": self.severity or "all (global notifier)",
             "channel": self.channel,
             "username": self.username,
-            "address": "<from secret>" if "secret" in self.label else "<set>",
+            "address": f"<from {self.address_from}>",
             "proxy": "<set>" if self.proxy else None,
         }
 
@@ -93,6 +94,7 @@ def channels_for(
         return (
             Channel(
                 label="--alert-url",
+                address_from="--alert-url",
                 kind=global_notifier.kind,
                 address=global_notifier.url,
                 channel=global_notifier.channel or DEFAULT_CHANNEL,
@@ -112,6 +114,7 @@ def channels_for(
         _check_kind(provider.type, where)
         address = provider.address
         label = f"AlertProvider {ns}/{name}"
+        address_from = "spec"
         if provider.secret_ref is not None:
             secret = provider.secret_ref.name
             try:
@@ -121,7 +124,7 @@ def channels_for(
             if not data.get("address"):
                 raise SpecError(f'{where}: secret "{secret}" has no "address" key')
             address = data["address"]
-            label += f" (address from secret {secret})"
+            address_from = f"secret {secret}"
         if not address:
             raise SpecError(f"{where}: neither spec.address nor spec.secretRef is set")
         channels.append(
@@ -133,6 +136,7 @@ def channels_for(
                 channel=provider.channel or DEFAULT_CHANNEL,
                 username=provider.username or DEFAULT_USERNAME,
                 severity=alert.severity,
+                address_from=address_from,
             )
         )
     return tuple(channels)

@@ -8,6 +8,7 @@ servers (test_graphite.py, test_cloudwatch.py).
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -437,3 +438,16 @@ def test_plan_preview_of_every_provider_names_no_secret_value() -> None:
         template("splunk", "https://api.us1.signalfx.com"), "p", interval="1m", default_address=None
     )
     assert splunk_shown["request"]["url"].startswith("https://stream.us1.signalfx.com/v2/signalflow/execute?")
+
+
+def test_an_unreachable_provider_is_a_provider_error_that_quotes_no_credential() -> None:
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    secret = {"newrelic_account_id": "7777777", "newrelic_query_key": "nrkey"}
+    provider = build(newrelic, template("newrelic", f"http://127.0.0.1:{port}"), secret)
+    with pytest.raises(MetricError, match="is unreachable") as caught:
+        provider.query("SELECT 1")
+    assert "7777777" not in str(caught.value) and "<secret newrelic_account_id>" in str(caught.value)
+    assert not provider.is_online() and provider.last_error is not None
