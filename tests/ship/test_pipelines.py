@@ -8,7 +8,6 @@ run the launcher script (the same text in all three) with /bin/sh against a reco
 
 from __future__ import annotations
 
-import ast
 import importlib
 import json
 import os
@@ -58,7 +57,12 @@ DOCUMENTED_RUN_OPTIONS = {
 }
 
 # Environment variables of the launcher that are not canary-step options.
-LAUNCHER_ENV = {"CANARY_SPEC", "SPEC_DIR", "KUBECONFIG_DIR", "REPORT_DIR"}
+LAUNCHER_ENV = {
+    "CANARY_STEP_SPEC",
+    "CANARY_STEP_SPEC_DIR",
+    "CANARY_STEP_KUBECONFIG_DIR",
+    "CANARY_STEP_REPORT_DIR",
+}
 
 
 # --- loading ------------------------------------------------------------------------------------------
@@ -156,7 +160,9 @@ def test_every_canary_step_variable_is_a_run_option() -> None:
         used[name] = "action.yml"
     unknown = {n: where for n, where in used.items() if n not in LAUNCHER_ENV and n not in options}
     assert not unknown, f"not options of `canary-step run`: {unknown}"
-    assert {n for n in used if n.startswith("CANARY_STEP_")} <= set(options)
+    assert {n for n in used if n.startswith("CANARY_STEP_")} - LAUNCHER_ENV <= set(options)
+    # The launcher's own variables are prefixed too, so a job's env of a common name changes nothing.
+    assert all(n.startswith("CANARY_STEP_") for n in used)
 
 
 def test_action_inputs_mirror_the_cli() -> None:
@@ -169,7 +175,7 @@ def test_action_inputs_mirror_the_cli() -> None:
     for name, spec in inputs.items():
         assert spec.get("description"), f"input {name} has no description"
         assert "default" in spec, f"input {name} has no default"
-        expected_var = "CANARY_SPEC" if name == "canary" else "CANARY_STEP_" + name.upper().replace("-", "_")
+        expected_var = "CANARY_STEP_" + ("SPEC" if name == "canary" else name.upper().replace("-", "_"))
         assert env.get(expected_var) == "${{ inputs." + name + " }}", (
             f"input {name} is not passed as {expected_var}"
         )
@@ -293,14 +299,17 @@ def test_tekton_pipeline_is_consistent() -> None:
 
     analysis = [t for t in spec["tasks"] if t.get("taskRef", {}).get("name") == "knative-canary"]
     assert len(analysis) == 1
-    assert analysis[0]["onError"] == "continue"
+    # Retries with fail-on "retryable" (Tekton refuses retries with onError: continue); which outcome
+    # takes which branch is tests/ship/test_pipeline_outcomes.py's job.
+    assert "onError" not in analysis[0]
+    assert int(analysis[0]["retries"]) >= 1
+    assert {p["name"]: p["value"] for p in analysis[0]["params"]}["fail-on"] == "retryable"
     branches = {}
     for t in spec["tasks"]:
         for w in t.get("when", []):
-            if w["input"] == f"$(tasks.{analysis[0]['name']}.results.decision)":
-                assert w["operator"] == "in"
+            if w["input"] == f"$(tasks.{analysis[0]['name']}.results.decision)" and w["operator"] == "in":
                 branches[t["name"]] = tuple(w["values"])
-    assert sorted(branches.values()) == [("promoted",), ("rolled-back",)], branches
+    assert sorted(branches.values()) == [("failed",), ("promoted",), ("rolled-back",)], branches
     assert spec.get("finally"), "no finally task"
 
 
@@ -370,7 +379,7 @@ def test_argo_templates_declare_what_they_reference() -> None:
 def test_argo_template_inputs_match_the_tekton_params() -> None:
     t = _argo_template(_workflow_template(), "knative-canary")
     argo = {p["name"] for p in t["inputs"]["parameters"]}
-    tekton = {p["name"] for p in _task()["spec"]["params"]} - {"step-image"}
+    tekton = {p["name"] for p in _task()["spec"]["params"]} - {"fail-on"}  # Tekton's exit step only
     assert argo == tekton
     assert all(p.get("description") and "value" in p for p in t["inputs"]["parameters"])
 
@@ -391,55 +400,35 @@ def test_argo_outputs_are_read_from_the_result_files() -> None:
     assert t["container"]["securityContext"]["runAsNonRoot"] is True
 
 
-def _argo_retry(expression: str, exit_code: int) -> bool:
-    """Evaluate an Argo retry expression (the subset of expr-lang it uses) for one exit code."""
-    code = expression.replace("asInt(lastRetry.exitCode)", "exit_code")
-    code = code.replace("&&", " and ").replace("||", " or ")
-    code = re.sub(r"!(?!=)", " not ", code)
-    tree = ast.parse(code, mode="eval")
-    allowed = (
-        ast.Expression,
-        ast.Compare,
-        ast.BoolOp,
-        ast.UnaryOp,
-        ast.Name,
-        ast.Constant,
-        ast.Load,
-        ast.Eq,
-        ast.NotEq,
-        ast.Lt,
-        ast.LtE,
-        ast.Gt,
-        ast.GtE,
-        ast.In,
-        ast.NotIn,
-        ast.And,
-        ast.Or,
-        ast.Not,
-        ast.List,
-        ast.Tuple,
-    )
-    for node in ast.walk(tree):
-        assert isinstance(node, allowed), f"unsupported in retry expression: {ast.dump(node)}"
-        if isinstance(node, ast.Name):
-            assert node.id == "exit_code", f"the retry expression may look only at the exit code: {node.id}"
-    return bool(eval(compile(tree, "<retry>", "eval"), {"__builtins__": {}}, {"exit_code": exit_code}))
+def _argo_retried(pipeline_eval: Path, expression: str, codes: list[int]) -> list[int]:
+    """The exit codes Argo's retry expression retries, evaluated by expr with Argo's environment."""
+    request = {
+        "argo-retry": [
+            {"expression": expression, "scope": {"lastRetry.exitCode": str(c), "lastRetry.status": "Failed"}}
+            for c in codes
+        ]
+    }
+    out = _tool_run([pipeline_eval], input=json.dumps(request))
+    assert out.returncode == 0, out.stderr
+    answers = json.loads(out.stdout)["argo-retry"]
+    assert not [a["error"] for a in answers if a["error"]]
+    return [c for c, a in zip(codes, answers, strict=True) if a["retry"]]
 
 
-def test_argo_retries_only_infrastructure_errors() -> None:
+def test_argo_retries_exit_4_and_pod_level_failures_only(go_tools: dict[str, Path]) -> None:
     t = _argo_template(_workflow_template(), "knative-canary")
     retry = t["retryStrategy"]
-    assert retry.get("retryPolicy", "OnFailure") in {"OnFailure", "Always"}
-    retried = [c for c in range(-1, 256) if _argo_retry(retry["expression"], c)]
-    assert retried == [4]
+    # Always: a pod deleted or evicted ends in Error, which OnFailure would never retry.
+    assert retry["retryPolicy"] == "Always"
+    assert "maxDuration" not in retry.get("backoff", {}), "maxDuration counts from the first attempt"
+    retried = _argo_retried(go_tools["pipeline-eval"], retry["expression"], list(range(-1, 256)))
+    assert retried == [-1, 4, 137, 143]
     assert int(retry["limit"]) >= 1
 
 
-def test_argo_retry_evaluator_is_not_vacuous() -> None:
-    assert _argo_retry("asInt(lastRetry.exitCode) > 1", 3)
-    assert not _argo_retry("asInt(lastRetry.exitCode) == 4 && asInt(lastRetry.exitCode) != 4", 4)
-    with pytest.raises(AssertionError):
-        _argo_retry('lastRetry.status != "Error"', 4)
+def test_argo_retry_evaluator_is_not_vacuous(go_tools: dict[str, Path]) -> None:
+    assert _argo_retried(go_tools["pipeline-eval"], "asInt(lastRetry.exitCode) > 1", [1, 3]) == [3]
+    assert _argo_retried(go_tools["pipeline-eval"], 'lastRetry.status == "Error"', [4]) == []
 
 
 def test_argo_example_branches_on_exit_code_or_decision() -> None:
@@ -448,11 +437,15 @@ def test_argo_example_branches_on_exit_code_or_decision() -> None:
     steps = [s for group in main["steps"] for s in group]
     analysis = [s for s in steps if s.get("templateRef", {}).get("name") == "knative-canary"]
     assert len(analysis) == 1
-    assert analysis[0]["continueOn"] == {"failed": True}
+    # Failed and Error (a pod lost): the branches decide, and a failed one ends the Workflow red.
+    assert analysis[0]["continueOn"] == {"failed": True, "error": True}
     whens = [s.get("when", "") for s in steps]
     name = analysis[0]["name"]
-    assert f"{{{{steps.{name}.outputs.parameters.decision}}}} == promoted" in whens
-    assert f"{{{{steps.{name}.exitCode}}}} == 3" in whens
+    assert f"'{{{{steps.{name}.outputs.parameters.decision}}}}' == 'promoted'" in whens
+    assert f"'{{{{steps.{name}.outputs.parameters.decision}}}}' == 'rolled-back'" in whens
+    # govaluate reads an unquoted rolled-back as a subtraction: every operand is quoted.
+    for when in whens:
+        assert not re.sub(r"'[^']*'", "", when).count("{{"), when
     assert wf["spec"]["serviceAccountName"] in {
         d["metadata"]["name"] for d in _by_kind(ARGO, "ServiceAccount")
     }
@@ -509,7 +502,12 @@ def _images() -> list[tuple[str, str]]:
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
-                if k == "image" and isinstance(v, str) and v != "Dockerfile" and not v.startswith("$("):
+                if (
+                    k == "image"
+                    and isinstance(v, str)
+                    and v != "Dockerfile"
+                    and not v.startswith(("$(", "{{"))
+                ):
                     found.append((where, v))
                 walk(v, where)
         elif isinstance(node, list):
@@ -524,11 +522,53 @@ def _images() -> list[tuple[str, str]]:
                     ref = m.group(1)
                     if "podinfo:" in ref or "canary-step:" in ref:
                         found.append((path.name, ref))
-    for p in _by_kind(TEKTON, "Task"):
-        for param in p["spec"]["params"]:
-            if param["name"] == "step-image":
-                found.append(("tekton Task step-image", param["default"]))
+    for where, name, value in _image_params():
+        found.append((f"{where} {name}", value))
     return found
+
+
+def _image_params() -> list[tuple[str, str, str]]:
+    """(where, name, default) of every parameter that names an image: step-image, helper-image."""
+    out = []
+    for doc in _by_kind(TEKTON, "Task") + _by_kind(TEKTON, "Pipeline"):
+        for param in doc["spec"]["params"]:
+            if param["name"].endswith("-image"):
+                out.append((f"tekton {doc['kind']}", param["name"], param["default"]))
+    for doc in _by_kind(ARGO, "WorkflowTemplate") + _by_kind(ARGO, "Workflow"):
+        params = list(doc["spec"].get("arguments", {}).get("parameters", []))
+        params += [p for t in doc["spec"]["templates"] for p in t.get("inputs", {}).get("parameters", [])]
+        for param in params:
+            if param["name"].endswith("-image"):
+                out.append((f"argo {doc['kind']}", param["name"], param["value"]))
+    return out
+
+
+def test_every_image_is_a_parameter() -> None:
+    """Only a parameter's default names an image; each container takes it from the parameter."""
+    containers = (
+        [s for doc in _by_kind(TEKTON, "Task") for s in doc["spec"]["steps"]]
+        + [
+            s
+            for p in _by_kind(TEKTON, "Pipeline")
+            for t in p["spec"]["tasks"] + p["spec"].get("finally", [])
+            for s in t.get("taskSpec", {}).get("steps", [])
+        ]
+        + [
+            t["container"]
+            for doc in _by_kind(ARGO, "WorkflowTemplate") + _by_kind(ARGO, "Workflow")
+            for t in doc["spec"]["templates"]
+            if "container" in t
+        ]
+    )
+    assert len(containers) >= 10
+    for c in containers:
+        assert re.fullmatch(
+            r"\$\(params\.[a-z-]+-image\)|\{\{(inputs|workflow)\.parameters\.[a-z-]+-image\}\}", c["image"]
+        ), c
+    names = {(where, name) for where, name, _ in _image_params()}
+    assert ("tekton Task", "step-image") in names and ("argo WorkflowTemplate", "step-image") in names
+    helpers = {value for _, name, value in _image_params() if name == "helper-image"}
+    assert len(helpers) == 1 and "canary-step" not in next(iter(helpers)), helpers
 
 
 def test_no_image_is_latest_and_every_image_is_pinned() -> None:
@@ -614,32 +654,40 @@ def test_launcher_resolves_the_spec_and_keeps_the_exit_code(
 ) -> None:
     script = _launchers()[platform]
 
-    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="canary.yaml", SPEC_DIR="/workspace/source")
+    code, rec = _launch(
+        script, stand_in, tmp_path, CANARY_STEP_SPEC="canary.yaml", CANARY_STEP_SPEC_DIR="/workspace/source"
+    )
     assert (code, rec["argv"]) == (0, ["run", "/workspace/source/canary.yaml"])
 
-    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="specs/canary.yaml", SPEC_DIR="")
+    code, rec = _launch(
+        script, stand_in, tmp_path, CANARY_STEP_SPEC="specs/canary.yaml", CANARY_STEP_SPEC_DIR=""
+    )
     assert rec["argv"] == ["run", "./specs/canary.yaml"]
 
-    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="/etc/canary.yaml", SPEC_DIR="/ws")
+    code, rec = _launch(
+        script, stand_in, tmp_path, CANARY_STEP_SPEC="/etc/canary.yaml", CANARY_STEP_SPEC_DIR="/ws"
+    )
     assert rec["argv"] == ["run", "/etc/canary.yaml"]
 
     inline = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n"
-    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC=inline, SPEC_DIR="/ws")
+    code, rec = _launch(script, stand_in, tmp_path, CANARY_STEP_SPEC=inline, CANARY_STEP_SPEC_DIR="/ws")
     assert rec["argv"] == ["run", str(tmp_path / "tmp" / "canary-step" / "canary.yaml")]
     assert rec["file"] == inline + "\n"
 
     code, rec = _launch(
-        script, stand_in, tmp_path, CANARY_SPEC="canary.yaml", CANARY_STEP_CANARY_REF="test/podinfo"
+        script, stand_in, tmp_path, CANARY_STEP_SPEC="canary.yaml", CANARY_STEP_CANARY_REF="test/podinfo"
     )
     assert rec["argv"] == ["run"]
     assert rec["env"]["CANARY_STEP_CANARY_REF"] == "test/podinfo"
 
     for exit_code in (2, 3, 4, 5, 143):
-        code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="c.yaml", STAND_IN_EXIT=str(exit_code))
+        code, rec = _launch(
+            script, stand_in, tmp_path, CANARY_STEP_SPEC="c.yaml", STAND_IN_EXIT=str(exit_code)
+        )
         assert code == exit_code
         assert rec["argv"] == ["run", "./c.yaml"]
 
-    code, rec = _launch(script, stand_in, tmp_path, CANARY_SPEC="$(touch pwned) `touch pwned`; rm -rf x")
+    code, rec = _launch(script, stand_in, tmp_path, CANARY_STEP_SPEC="$(touch pwned) `touch pwned`; rm -rf x")
     assert rec["argv"] == ["run", "./$(touch pwned) `touch pwned`; rm -rf x"]
     assert not (tmp_path / "pwned").exists()
 
@@ -651,12 +699,22 @@ def test_launcher_uses_the_optional_kubeconfig_and_report_dirs(
     kube = tmp_path / "kube"
     kube.mkdir()
     _, rec = _launch(
-        script, stand_in, tmp_path, CANARY_SPEC="c.yaml", KUBECONFIG_DIR=str(kube), REPORT_DIR=""
+        script,
+        stand_in,
+        tmp_path,
+        CANARY_STEP_SPEC="c.yaml",
+        CANARY_STEP_KUBECONFIG_DIR=str(kube),
+        CANARY_STEP_REPORT_DIR="",
     )
     assert "CANARY_STEP_KUBECONFIG" not in rec["env"] and "CANARY_STEP_REPORT" not in rec["env"]
     (kube / "kubeconfig").write_text("apiVersion: v1\n")
     _, rec = _launch(
-        script, stand_in, tmp_path, CANARY_SPEC="c.yaml", KUBECONFIG_DIR=str(kube), REPORT_DIR="/out"
+        script,
+        stand_in,
+        tmp_path,
+        CANARY_STEP_SPEC="c.yaml",
+        CANARY_STEP_KUBECONFIG_DIR=str(kube),
+        CANARY_STEP_REPORT_DIR="/out",
     )
     assert rec["env"]["CANARY_STEP_KUBECONFIG"] == str(kube / "kubeconfig")
     assert rec["env"]["CANARY_STEP_REPORT"] == "/out/canary-step-report.json"
@@ -787,14 +845,21 @@ def test_tekton_validation_catches_what_the_webhook_would(go_tools: dict[str, Pa
     ):
         out = _tool_run([go_tools["tekton-validate"], _mutated(tmp_path, task, old, new)])
         assert out.returncode == 1 and message in out.stdout, out.stdout
+    out = _tool_run(
+        [
+            go_tools["tekton-validate"],
+            _mutated(tmp_path, task, "      onError: continue\n", "      onError: go\n"),
+        ]
+    )
+    assert out.returncode == 1 and 'invalid value: "go"' in out.stdout, out.stdout
     pipeline = ROOT / "tekton" / "pipeline-example.yaml"
     out = _tool_run(
         [
             go_tools["tekton-validate"],
-            _mutated(tmp_path, pipeline, "      onError: continue\n", "      onError: go\n"),
+            _mutated(tmp_path, pipeline, "      retries: 2\n", "      retries: 2\n      onError: continue\n"),
         ]
     )
-    assert out.returncode == 1 and "OnError" in out.stdout, out.stdout
+    assert out.returncode == 1 and "Retries" in out.stdout, out.stdout
 
 
 def test_argo_yaml_matches_argos_api(hera_python: Path, tmp_path: Path) -> None:
