@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,3 +265,37 @@ def test_the_api_server_paused_for_20s_mid_analysis(runs: Runs, control_plane: C
         assert result.results["decision"] == "failed", result.stderr
         assert step.traffic() == {"podinfo-00001": 100} and step.annotation() == "podinfo-00001"
     assert runs.holder() is None
+
+
+def test_a_concurrent_writer_patching_the_service_every_100ms(
+    runs: Runs, control_plane: ControlPlane
+) -> None:
+    """Someone else's controller edits the Service all along: none of its edits is lost, the analysis ends."""
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    step = runs.new("writer")
+    written: list[int] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        ends = time.monotonic() + 30
+        while not stop.wait(0.1) and time.monotonic() < ends:
+            n += 1
+            edit = {"annotations": {"example.com/writer": str(n)}, "labels": {"w": str(n)}}
+            control_plane.patch_service(ns, "podinfo", {"metadata": edit})
+            written.append(n)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = step.run(canary_spec(ns, interval="1s"), timeout=120)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.code == 0 and result.results["decision"] == "promoted", result.stderr
+    assert len(written) > 50
+    service = step.service()
+    assert service["metadata"]["annotations"]["example.com/writer"] == str(written[-1])  # no edit lost
+    assert service["metadata"]["labels"]["w"] == str(written[-1])
+    assert step.traffic() == {"podinfo-00002": 100} and step.annotation() == "podinfo-00002"
