@@ -1,8 +1,10 @@
 """The error tree and the exit codes: the contract every later module keeps.
 
-Owns: `ExitCode`, the one table of process exit codes, the exceptions that carry one,
-`ErrorInfo`, an error as plain data that maps back to its exit code, and `one_line`, how a caught
-library exception is quoted in our messages.
+Owns: `ExitCode`, the one table of process exit codes, the exceptions that carry one (and the
+`reason` result that goes with it, so the reason and the code always agree), the taxonomy
+(`UsageError`, exit 2: a mistake that no retry can fix; `InfrastructureError`, exit 4: only what a
+retry can fix), `ErrorInfo`, an error as plain data that maps back to its exit code, and `one_line`,
+how a caught library exception is quoted in our messages.
 Must not: import anything of ours, or any third-party module.
 """
 
@@ -10,34 +12,50 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 
 class ExitCode(enum.IntEnum):
     """Process exit codes. 1 is never returned on purpose (it means an unexpected crash)."""
 
     OK = 0  # promoted, initialised, skipped, or nothing to do
-    USAGE = 2  # usage error or invalid spec
+    USAGE = 2  # a mistake no retry can fix (usage, spec, missing file or object, context, URL); untouched
     ROLLED_BACK = 3  # analysis failed, traffic rolled back to the primary
-    INFRASTRUCTURE = 4  # API server / metrics unreachable or permission refused; traffic on the primary
+    INFRASTRUCTURE = 4  # what a retry can fix (network, 5xx, 429, timeouts, a lock); traffic on the primary
     ROLLBACK_FAILED = 5  # the rollback itself failed: the Service may be split, a person must look
     INTERRUPTED_INT = 130  # SIGINT, after restoring the primary
     INTERRUPTED_TERM = 143  # SIGTERM, after restoring the primary
 
 
 class StepError(Exception):
-    """Base of every error canary-step raises on purpose."""
+    """Base of every error canary-step raises on purpose; `reason`: the `reason` result it ends a run with."""
 
     exit_code: ExitCode = ExitCode.INFRASTRUCTURE
+    reason: str = "infrastructure-error"
 
 
-class SpecError(StepError):
-    """The Canary spec (or a file that should hold one) is not usable."""
+class UsageError(StepError):
+    """A mistake that no retry can fix (exit 2): a bad option, a missing file, a wrong kubeconfig
+    context, a container that does not resolve, a malformed URL. Found before anything is written."""
 
     exit_code = ExitCode.USAGE
+    reason = "usage-error"
+
+
+class SpecError(UsageError):
+    """The Canary spec (or a file that should hold one) is not usable."""
+
+    reason = "invalid-spec"
+
+
+class MissingObject(UsageError):
+    """An object the run needs does not exist: the Knative Service, the Canary, a MetricTemplate, a Secret."""
+
+    reason = "not-found"
 
 
 class InfrastructureError(StepError):
-    """Something we depend on failed after retries; the canary itself was not judged."""
+    """Something we depend on failed after retries and a retry may fix it; the canary was not judged."""
 
     exit_code = ExitCode.INFRASTRUCTURE
 
@@ -75,7 +93,14 @@ class TrafficNotConverged(InfrastructureError):
 
 
 class MetricError(InfrastructureError):
-    """A metrics provider could not answer (unreachable, bad query, bad response)."""
+    """A metrics provider could not answer (unreachable, bad query, bad response).
+
+    `status`: the HTTP status it answered with, when it answered (a 4xx other than 429 is a mistake
+    in the address or the credentials that no retry fixes; the preflight says so)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class NoValuesFound(MetricError):
@@ -86,6 +111,7 @@ class RollbackFailed(StepError):
     """Restoring the primary failed: traffic may be split."""
 
     exit_code = ExitCode.ROLLBACK_FAILED
+    reason = "rollback-failed"
 
 
 # The errors an `ErrorInfo` can name, by class name; an unknown kind is an infrastructure error.
@@ -93,7 +119,9 @@ _KINDS: dict[str, type[StepError]] = {
     cls.__name__: cls
     for cls in (
         StepError,
+        UsageError,
         SpecError,
+        MissingObject,
         InfrastructureError,
         APIError,
         NotFound,
@@ -138,6 +166,11 @@ class ErrorInfo:
     def exit_code(self) -> ExitCode:
         return _KINDS.get(self.kind, InfrastructureError).exit_code
 
+    @property
+    def reason(self) -> str:
+        """The `reason` result that agrees with `exit_code`."""
+        return _KINDS.get(self.kind, InfrastructureError).reason
+
     def __str__(self) -> str:
         return self.message
 
@@ -160,6 +193,47 @@ class ErrorInfo:
             resource=str(data.get("resource") or ""),
             status=status if isinstance(status, int) else None,
         )
+
+
+def is_http_url(url: str) -> bool:
+    """`http://host[:port][/path]` or https: a scheme we speak and a host; anything else is a mistake."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def connection_failure(err: BaseException) -> str:
+    """Why a connection failed, in a few words, from a library's exception chain (never its text)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [err]
+    names: list[str] = []
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        names.append(type(current).__name__)
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, ConnectionResetError):
+            return "connection reset"
+        if isinstance(current, TimeoutError):
+            return "connection timed out"
+        for attr in ("reason", "__cause__", "__context__"):
+            nxt = getattr(current, attr, None)
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+        todo.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
+    if any("NameResolution" in n or n == "gaierror" for n in names):
+        return "its host name does not resolve"
+    if any("Protocol" in n or "RemoteDisconnected" in n for n in names):
+        return "the connection was closed without an answer"
+    if any("SSL" in n for n in names):
+        return "the TLS handshake failed"
+    return "the connection failed"
 
 
 def one_line(err: BaseException) -> str:

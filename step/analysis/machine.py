@@ -54,7 +54,7 @@ from step.analysis.schedule import TOTAL_WEIGHT
 from step.analysis.state import Phase, Reason, Stage, State
 from step.analysis.strategy import Strategy, strategy_for
 from step.contract import Decision
-from step.errors import ErrorInfo
+from step.errors import ErrorInfo, ExitCode
 from step.ports import CanaryStatus, EventType, RevisionPhase, Severity
 from step.spec.model import Canary, Metric, WebhookType
 
@@ -716,16 +716,15 @@ class _Step:
             return
         text = msg.infrastructure_error(*self.who, failed.message)
         self.warn(text)
+        # The reason agrees with the exit code: a mistake (exit 2) says which; all else is infrastructure.
+        usage = failed.error.exit_code == ExitCode.USAGE
+        reason = Reason(failed.error.reason) if usage else Reason.INFRASTRUCTURE
         if isinstance(failed.action, Pin):
             # The run's first write: nothing after it in the batch happened, so no traffic moved.
             self.set(errors=(*self.s.errors, text), canary_weight=0, traffic_moved=False)
-            self.finish(
-                Finish(
-                    decision=Decision.FAILED, reason=Reason.INFRASTRUCTURE, message=text, error=failed.error
-                )
-            )
+            self.finish(Finish(decision=Decision.FAILED, reason=reason, message=text, error=failed.error))
             return
-        self.abort(Reason.INFRASTRUCTURE, text, failed_action=failed.action, error=failed.error)
+        self.abort(reason, text, failed_action=failed.action, error=failed.error)
 
     def service_gone(self, error: ErrorInfo) -> None:
         """The Knative Service was deleted under us: nothing is left to route or restore (exit 4, not 5)."""

@@ -55,6 +55,8 @@ class Reason(enum.StrEnum):
     METRICS_OFFLINE = "metrics-server-unreachable"
     INFRASTRUCTURE = "infrastructure-error"
     INVALID_SPEC = "invalid-spec"
+    USAGE = "usage-error"  # a mistake no retry can fix: an option, a file, a context, a container, a URL
+    NOT_FOUND = "not-found"  # the Knative Service, the Canary, a MetricTemplate or a Secret does not exist
     NO_SERVING_REVISION = "no-serving-revision"
     TIMEOUT = "timeout"
     ROLLBACK_FAILED = "rollback-failed"

@@ -31,7 +31,7 @@ from step.cli._lease import Held, start_state, take_lease
 from step.clock import MonotonicClock
 from step.contract import Decision
 from step.driver import Driver, Ports, SignalInterrupt, handling_signals
-from step.errors import ErrorInfo, ExitCode, NotFound, SpecError, StepError
+from step.errors import ErrorInfo, ExitCode, MissingObject, NotFound, SpecError, StepError
 from step.kube import RetryPolicy, connect
 from step.kube.lease import LeaseHeld
 from step.metrics.provider import builtin_provider, provider_for
@@ -39,6 +39,7 @@ from step.notifiers.channels import ChatNotifier, GlobalNotifier, channels_for
 from step.notifiers.payloads import NOTIFIER_TYPES
 from step.notifiers.sender import ChatSender
 from step.ports import FanOut, Notifier
+from step.preflight import Preflight, PreflightFailed
 from step.report.kube import CanaryStatusSink, KubeEventSink
 from step.report.outcome import Outcome
 from step.report.results import result_values, write_github_output, write_results_dir
@@ -48,7 +49,7 @@ from step.router.knative import KnativeRouter
 from step.spec.build import build_metric_template
 from step.spec.durations import parse_duration
 from step.spec.loader import DEFAULT_NAMESPACE, bundle_from_objects, load_bundle, load_files
-from step.spec.model import MetricTemplate, SpecBundle
+from step.spec.model import Canary, MetricTemplate, SpecBundle
 from step.spec.problems import InvalidSpecError, Problem
 from step.spec.rules import run_support_findings, run_support_problems
 from step.webhooks.http import HttpWebhookCaller
@@ -375,18 +376,37 @@ class _Run:
             try:
                 bundle = self._load_files(files)
             except SpecError as err:
-                self._fail_early(err, reason=Reason.INVALID_SPEC, bundle=None)
+                self._fail_early(err, bundle=None)
         try:
             with _interruptible():
                 self.kube = connect(kubeconfig=kubeconfig, context=context, retry=RetryPolicy())
                 if bundle is None:
                     assert canary_ref is not None
                     bundle = self._load_ref(canary_ref)
+                # The preflight, before anything is written: the Service first (a missing one is
+                # named before any MetricTemplate is looked up), then what the run will call.
+                checks = Preflight(bundle.canary)
+                router = self._router(bundle.canary)
+                view = checks.service(router, names=self._service_names(bundle.canary))
+                checks.raise_if_failed()
+                assert view is not None
                 bundle = self._with_cluster_templates(bundle)
                 timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
                 ports = self._ports(
-                    bundle, metrics_server=metrics_server, timeline=timeline, global_notifier=global_notifier
+                    bundle,
+                    metrics_server=metrics_server,
+                    timeline=timeline,
+                    global_notifier=global_notifier,
+                    router=router,
                 )
+                checks.container(view, image=image, container=container)
+                checks.metrics(
+                    metrics_server=ports.metrics,
+                    address=bundle.canary.metrics_server or metrics_server,
+                    template_metrics=ports.template_metrics,
+                )
+                checks.webhooks()
+                checks.raise_if_failed()
                 wait = min(x for x in (lock_wait, timeout, math.inf) if x is not None)
                 self.held = take_lease(
                     self.kube,
@@ -400,10 +420,13 @@ class _Run:
                 ports = dataclasses.replace(ports, lease=self.held.lease)
         except LeaseHeld as err:
             self._fail_early(err, reason=Reason.LOCKED, bundle=bundle)
-        except SpecError as err:
-            self._fail_early(err, reason=Reason.INVALID_SPEC, bundle=bundle)
+        except PreflightFailed as err:
+            for finding in err.failed:
+                if finding.error is not err.error:
+                    click.echo(finding.line(), err=True)
+            self._fail_early(err.error, bundle=bundle, what=err.check)
         except StepError as err:
-            self._fail_early(err, reason=Reason.INFRASTRUCTURE, bundle=bundle)
+            self._fail_early(err, bundle=bundle)
         except SignalInterrupt as sig:
             self._interrupted_early(sig.signum, bundle=bundle)
         held = self.held
@@ -430,7 +453,7 @@ class _Run:
                 )
             except StepError as err:
                 held.lease.release(held.left_record)
-                self._fail_early(err, reason=Reason.INFRASTRUCTURE, bundle=bundle)
+                self._fail_early(err, bundle=bundle)
             except SignalInterrupt as sig:
                 held.lease.release(held.left_record)
                 self._interrupted_early(sig.signum, bundle=bundle)
@@ -497,7 +520,9 @@ class _Run:
         try:
             obj = self.kube.get_canary(namespace=namespace, name=name)
         except NotFound:
-            raise SpecError(f"Canary {namespace}/{name} was not found in the cluster") from None
+            raise MissingObject(
+                f'there is no Canary "{name}" in namespace "{namespace}" (--canary-ref NAMESPACE/NAME)'
+            ) from None
         source = f"canary {namespace}/{name}"
         bundle = bundle_from_objects([obj], source=source, default_namespace=namespace)
         unsupported = [
@@ -520,7 +545,7 @@ class _Run:
             try:
                 obj = self.kube.get_metric_template(namespace=key[0], name=key[1])
             except NotFound:
-                raise SpecError(
+                raise MissingObject(
                     f"metric {metric.name}: MetricTemplate {key[0]}/{key[1]} is neither in the spec files "
                     "nor in the cluster"
                 ) from None
@@ -539,6 +564,7 @@ class _Run:
         metrics_server: str,
         timeline: Timeline,
         global_notifier: GlobalNotifier | None = None,
+        router: KnativeRouter | None = None,
     ) -> Ports:
         canary = bundle.canary
         address = canary.metrics_server or metrics_server
@@ -551,7 +577,7 @@ class _Run:
                         namespace=template.namespace, name=template.secret_ref.name
                     )
                 except NotFound:
-                    raise SpecError(
+                    raise MissingObject(
                         f"MetricTemplate {template.namespace}/{template.name}: secret "
                         f"{template.secret_ref.name!r} was not found in namespace {template.namespace}"
                     ) from None
@@ -575,13 +601,7 @@ class _Run:
             )
             notifiers.append(self.notifier)
         return Ports(
-            router=KnativeRouter(
-                self.kube,
-                namespace=canary.namespace,
-                name=canary.target_name,
-                clock=self.clock,
-                converge_timeout=self.traffic_timeout,
-            ),
+            router=router or self._router(canary),
             metrics=builtin_provider(address),
             webhooks=webhooks,
             # The one composed event sink: Kubernetes Events, then the `type: event` webhooks and chats.
@@ -593,6 +613,18 @@ class _Run:
             request_count=lambda: int(self.kube.requests.total),
         )
 
+    def _router(self, canary: Canary) -> KnativeRouter:
+        return KnativeRouter(
+            self.kube,
+            namespace=canary.namespace,
+            name=canary.target_name,
+            clock=self.clock,
+            converge_timeout=self.traffic_timeout,
+        )
+
+    def _service_names(self, canary: Canary) -> Callable[[], list[str]]:
+        return lambda: self.kube.list_service_names(namespace=canary.namespace)
+
     # ------------------------------------------------------------------ outputs
 
     def _default_report(self, bundle: SpecBundle | None) -> str:
@@ -602,15 +634,23 @@ class _Run:
         name = f"{bundle.canary.namespace}.{bundle.canary.name}" if bundle else "canary"
         return str(base / f"{name}.json")
 
-    def _fail_early(self, err: StepError, *, reason: Reason, bundle: SpecBundle | None) -> NoReturn:
-        """Before the analysis started: nothing moved. Say why, write the results, exit."""
+    def _fail_early(
+        self, err: StepError, *, bundle: SpecBundle | None, reason: Reason | None = None, what: str = ""
+    ) -> NoReturn:
+        """Before the analysis started: nothing moved. Say why, write the results, exit.
+
+        The reason is the error's own (`StepError.reason`), so it always agrees with the exit code.
+        """
         message = str(err)
         if "\n" in message:  # every problem of an invalid spec, one per line
             click.echo(message, err=True)
+        if what:
+            message = f"{what}: {message}"
+        why = reason or Reason(err.reason)
         outcome = Outcome(
             decision=Decision.FAILED,
-            reason=reason.value,
-            message=message.splitlines()[0] if message else reason.value,
+            reason=why.value,
+            message=message.splitlines()[0] if message else why.value,
             error=ErrorInfo.of(err),
             traffic="untouched",
         )

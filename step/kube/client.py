@@ -30,7 +30,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException, ApiValueError
 from kubernetes.config.config_exception import ConfigException
 
-from step.errors import APIError, Conflict, InfrastructureError, Invalid, one_line
+from step.errors import APIError, Conflict, Invalid, UsageError, one_line
 from step.kube.mapping import (
     Target,
     TransientAPIError,
@@ -48,6 +48,7 @@ from step.kube.resources import (
     Resource,
 )
 from step.retrying import RetryPolicy, parse_retry_after, retrying
+from step.spec.schema import suggest
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,11 @@ class Kube:
 
     def get_service(self, *, namespace: str, name: str) -> Obj:
         return self._object(Target(verb="get", resource=SERVICES, namespace=namespace, name=name))
+
+    def list_service_names(self, *, namespace: str) -> list[str]:
+        """The names of the Knative Services in `namespace` (for a "did you mean"; needs verb list)."""
+        answer = self._object(Target(verb="list", resource=SERVICES, namespace=namespace))
+        return sorted(str((i.get("metadata") or {}).get("name")) for i in answer.get("items") or [])
 
     def patch_service(self, *, namespace: str, name: str, patch: Obj | list[Obj]) -> Obj:
         """A JSON patch (a list of ops, `test` ops make it conditional) or a merge patch (a dict).
@@ -443,8 +449,11 @@ def connect(
     With no `kubeconfig` outside a pod, the default kubeconfig ($KUBECONFIG or ~/.kube/config) is used.
     """
     configuration = kubernetes.client.Configuration()
+    in_cluster = kubeconfig is None and context is None and _in_cluster()
+    if not in_cluster:
+        _check_kubeconfig(kubeconfig, context)
     try:
-        if kubeconfig is None and context is None and _in_cluster():
+        if in_cluster:
             kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
             kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -456,14 +465,46 @@ def connect(
     except (ConfigException, OSError, ValueError, TypeError) as err:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         ctx = f', context "{context}"' if context else ""
-        raise InfrastructureError(
-            f"cannot load the Kubernetes configuration ({where}{ctx}): {one_line(err)}"
+        raise UsageError(
+            f"cannot load the Kubernetes configuration ({where}{ctx}): {one_line(err)}; "
+            "check the file, or pass another with --kubeconfig"
         ) from None
     # The one request function owns retries: urllib3's own (3 by default) and client-go style
     # read retries are switched off.
     configuration.retries = False
     configuration.client_go_retries = False
     return Kube(kubernetes.client.ApiClient(configuration), retry=retry, timeout=timeout, sleep=sleep)
+
+
+def _check_kubeconfig(kubeconfig: str | None, context: str | None) -> None:
+    """A kubeconfig that does not exist, or a context it does not have: say so (exit 2), with what exists."""
+    if kubeconfig is not None:
+        paths, named = [kubeconfig], "--kubeconfig"
+    elif os.environ.get("KUBECONFIG"):
+        paths, named = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p], "$KUBECONFIG"
+    else:
+        paths, named = [os.path.expanduser("~/.kube/config")], "the default"
+    existing = [p for p in paths if os.path.isfile(p)]
+    if not existing:
+        shown = ", ".join(paths) or "(empty)"
+        raise UsageError(
+            f"the kubeconfig file {shown} ({named}) does not exist; pass --kubeconfig PATH or set "
+            "KUBECONFIG, or run in a pod with a ServiceAccount"
+        )
+    if context is None:
+        return
+    names: list[str] = []
+    for path in existing:
+        try:
+            contexts, _ = kubernetes.config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+        except (ConfigException, OSError, ValueError, TypeError, AttributeError):
+            return  # loading it says what is wrong
+        names += [str(c.get("name")) for c in contexts or []]
+    if context not in names:
+        raise UsageError(
+            f'the kubeconfig {", ".join(existing)} has no context "{context}"{suggest(context, names)}; '
+            f"its contexts are {', '.join(names) or '(none)'} (--context)"
+        )
 
 
 def _in_cluster() -> bool:

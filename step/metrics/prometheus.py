@@ -22,7 +22,7 @@ import requests
 import tenacity
 import urllib3
 
-from step.errors import MetricError, NoValuesFound, one_line
+from step.errors import MetricError, NoValuesFound, UsageError, connection_failure, is_http_url, one_line
 from step.retrying import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ class PrometheusProvider:
         insecure_skip_verify: bool = False,
         retry: RetryPolicy = RECONNECT_ONCE,
     ) -> None:
-        if not address or "://" not in address:
-            raise MetricError(
+        if not is_http_url(address):
+            raise UsageError(
                 f"Prometheus address {address!r} is not a URL (expected e.g. http://prometheus:9090)"
             )
         self.address = address.rstrip("/")
@@ -117,7 +117,10 @@ class PrometheusProvider:
         try:
             response = loop(send)
         except requests.ConnectionError as err:
-            raise MetricError(f"Prometheus at {self.address} is unreachable: {one_line(err)}") from None
+            raise MetricError(
+                f"Prometheus at {self.address} is unreachable: {connection_failure(err)}; check the "
+                "address (--metrics-server, or the Canary's spec.metricsServer)"
+            ) from None
         except requests.Timeout:
             raise MetricError(
                 f"Prometheus at {self.address} did not answer within {self._timeout:g}s"
@@ -126,7 +129,10 @@ class PrometheusProvider:
             raise MetricError(f"Prometheus at {self.address}: request failed: {one_line(err)}") from None
         try:
             if response.status_code >= 400:
-                raise MetricError(f"error response: Status {response.status_code}: {_error_text(response)}")
+                raise MetricError(
+                    f"error response: Status {response.status_code}: {_error_text(response)} (GET {url})",
+                    status=response.status_code,
+                )
             try:
                 payload = response.json()
             except ValueError:

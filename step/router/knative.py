@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from step.errors import Conflict, NotFound, SpecError, TrafficNotConverged
+from step.errors import Conflict, NotFound, TrafficNotConverged, UsageError
 from step.kube import SERVICES, Kube, Obj
 from step.ports import Clock, RevisionState, ServiceView, TrafficTarget, describe_traffic
 from step.router.traffic import (
@@ -30,6 +30,7 @@ from step.router.traffic import (
 )
 from step.router.watch import ServiceWatch
 from step.spec.model import PRIMARY_REVISION_ANNOTATION
+from step.spec.schema import suggest
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,8 @@ class KnativeRouter:
 
         def ops_for(obj: Obj) -> list[Obj] | None:
             containers: list[dict[str, Any]] = obj["spec"]["template"]["spec"]["containers"]
-            index = _container_index(containers, container, service=f"{self._namespace}/{self._name}")
+            names = [str(c.get("name") or "") for c in containers]
+            index = container_index(names, container, service=f"{self._namespace}/{self._name}")
             if containers[index].get("image") == image:
                 return None
             path = f"/spec/template/spec/containers/{index}"
@@ -238,18 +240,19 @@ def _same_spec(desired: Sequence[TrafficTarget], spec: Sequence[TrafficTarget]) 
     )
 
 
-def _container_index(containers: Sequence[dict[str, Any]], container: str | None, *, service: str) -> int:
-    names = [str(c.get("name") or "") for c in containers]
+def container_index(names: Sequence[str], container: str | None, *, service: str) -> int:
+    """Which of the template's containers `--image` updates (`--container`, or the only one); else a
+    `UsageError` that names the containers there are."""
     if container is not None:
         if container in names:
-            return names.index(container)
-        raise SpecError(
-            f'Knative Service {service} has no container named "{container}"; its containers are'
-            f" {', '.join(repr(n) for n in names) or '(none)'}"
+            return list(names).index(container)
+        raise UsageError(
+            f'Knative Service {service} has no container named "{container}"{suggest(container, names)};'
+            f" its containers are {', '.join(repr(n) for n in names) or '(none)'} (--container)"
         )
-    if len(containers) == 1:
+    if len(names) == 1:
         return 0
-    raise SpecError(
-        f"Knative Service {service} has {len(containers)} containers"
+    raise UsageError(
+        f"Knative Service {service} has {len(names)} containers"
         f" ({', '.join(repr(n) for n in names)}); name the one to update with --container"
     )

@@ -119,16 +119,17 @@ def test_a_non_knative_provider_is_refused_with_exit_2(tmp_path: Path) -> None:
     assert results(tmp_path / "r")["reason"] == "invalid-spec"
 
 
-def test_an_unusable_kubeconfig_exits_4_and_says_traffic_is_untouched(tmp_path: Path) -> None:
+def test_a_missing_kubeconfig_exits_2_and_says_traffic_is_untouched(tmp_path: Path) -> None:
+    # a mistake no retry can fix (issue 14): exit 2, not 4
     spec = tmp_path / "canary.yaml"
     spec.write_text(KNATIVE_CANARY)
     env = {"CANARY_STEP_RESULTS_DIR": str(tmp_path / "r"), "CANARY_STEP_REPORT": str(tmp_path / "r.json")}
     code, _, err = invoke(str(spec), "--kubeconfig", str(tmp_path / "missing"), env=env)
-    assert code == 4
-    assert "cannot load the Kubernetes configuration" in err
-    assert "Traffic: untouched. Exit 4." in err
+    assert code == 2
+    assert f"the kubeconfig file {tmp_path / 'missing'} (--kubeconfig) does not exist" in err
+    assert "Traffic: untouched. Exit 2." in err
     written = results(tmp_path / "r")
-    assert written["decision"] == "failed" and written["reason"] == "infrastructure-error"
+    assert written["decision"] == "failed" and written["reason"] == "usage-error"
     assert written["report"] == str(tmp_path / "r.json")
 
 
@@ -142,9 +143,9 @@ def test_the_github_outputs_are_written_when_asked(tmp_path: Path) -> None:
         "CANARY_STEP_REPORT": str(tmp_path / "r.json"),
     }
     code, _, _ = invoke(str(spec), "--kubeconfig", str(tmp_path / "missing"), env=env)
-    assert code == 4
+    assert code == 2
     lines = out.read_text().splitlines()
-    assert "decision=failed" in lines and "reason=infrastructure-error" in lines
+    assert "decision=failed" in lines and "reason=usage-error" in lines
     assert "| decision | `failed` |" in summary.read_text()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from step.errors import APIError, Conflict, Forbidden, InfrastructureError, Invalid, NotFound
+from step.errors import APIError, Conflict, Forbidden, Invalid, NotFound, UsageError
 from step.kube import Kube, RetryPolicy, connect
 
 
@@ -273,12 +273,21 @@ def test_watch_streams_events_and_sends_the_resource_version(
 
 
 def test_a_missing_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InfrastructureError, match="cannot load the Kubernetes configuration"):
+    # a mistake no retry fixes (exit 2), and the message says the file does not exist
+    with pytest.raises(UsageError, match=r"the kubeconfig file \S+/nope \(--kubeconfig\) does not exist"):
         connect(kubeconfig=str(tmp_path / "nope"), context=None, retry=RetryPolicy.no_retries())
 
 
+def test_a_missing_kubeconfig_from_the_environment_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "a"))
+    with pytest.raises(UsageError, match=r"\S+/a \(\$KUBECONFIG\) does not exist"):
+        connect(kubeconfig=None, context="x", retry=RetryPolicy.no_retries())
+
+
 def test_an_unknown_context_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InfrastructureError, match='context "elsewhere"'):
+    with pytest.raises(UsageError, match='has no context "elsewhere"; its contexts are ctx'):
         connect(
             kubeconfig=_kubeconfig(tmp_path, "http://127.0.0.1:1"), context="elsewhere", retry=RetryPolicy()
         )

@@ -18,7 +18,7 @@ from typing import BinaryIO
 import pytest
 import requests
 
-from step.errors import MetricError, NoValuesFound, SpecError
+from step.errors import MetricError, NoValuesFound, SpecError, UsageError
 from step.metrics.prometheus import PrometheusProvider
 from step.metrics.provider import builtin_provider, provider_for
 from step.spec.model import MetricTemplate, SecretRef
@@ -218,5 +218,5 @@ def test_the_factory_needs_both_halves_of_basic_auth() -> None:
 
 def test_builtin_provider_and_bad_addresses() -> None:
     assert isinstance(builtin_provider("http://prom:9090/"), PrometheusProvider)
-    with pytest.raises(MetricError, match="is not a URL"):
+    with pytest.raises(UsageError, match="is not a URL"):  # a mistake no retry fixes: exit 2
         PrometheusProvider("prometheus:9090")
