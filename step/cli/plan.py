@@ -43,6 +43,7 @@ from step.cli._common import (
 )
 from step.errors import ExitCode, SpecError
 from step.metrics.provider import preview
+from step.notifiers.channels import planned_alerts
 from step.spec.durations import format_duration
 from step.spec.loader import LoadedSpec, load_files
 from step.spec.model import Canary, Metric, WebhookType
@@ -104,6 +105,7 @@ class Plan:
     latest_rollback_seconds: float | None
     webhooks: tuple[PlannedWebhook, ...]
     metrics: tuple[PlannedMetric, ...]
+    alerts: tuple[dict[str, str], ...] = ()  # analysis.alerts routed, without any address
 
 
 def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> Plan:
@@ -145,6 +147,7 @@ def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> P
         latest_rollback_seconds=latest_rollback,
         webhooks=planned_hooks,
         metrics=planned_metrics,
+        alerts=tuple(planned_alerts(canary, loaded.alert_providers)),
     )
 
 
@@ -271,6 +274,15 @@ def format_plan(plan: Plan) -> str:
                 lines.append(f"      body: {metric.request['body']}")
             if "params" in metric.request:  # an SDK call (cloudwatch)
                 lines.append(f"      {json.dumps(metric.request['params'])}")
+    if plan.alerts:
+        lines.append("Alerts (Flagger's severity routing: info gets all, warn warn and error, error error):")
+        for alert in plan.alerts:
+            where = ", ".join(f"{k} {v}" for k, v in alert.items() if k in ("channel", "username", "proxy"))
+            lines.append(
+                f"  {alert['name']}: {alert['severity']} -> {alert['provider']} ({alert['type']}"
+                + (f", {where}" if where else "")
+                + (f"; address {alert['address']})" if "address" in alert else ")")
+            )
     return "\n".join(lines)
 
 

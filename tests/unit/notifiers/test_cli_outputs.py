@@ -48,3 +48,13 @@ def test_no_command_prints_the_address(tmp_path: Path, args: list[str]) -> None:
     for secret in ("TSECRET", "hooks.slack.com", "proxypass"):
         assert secret not in result.output
         assert secret not in (result.stderr if result.stderr_bytes is not None else "")
+
+
+def test_plan_shows_the_alert_routing(tmp_path: Path) -> None:
+    spec = tmp_path / "canary.yaml"
+    spec.write_text(SPEC)
+    result = CliRunner().invoke(cli, ["plan", str(spec)])
+    assert (
+        "  on-call: error -> AlertProvider test/on-call (slack, channel on-call, username flagger, proxy set;"
+        " address in the spec)"
+    ) in result.output.splitlines()
