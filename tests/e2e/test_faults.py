@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import ControlPlane, wait_for
+from tests.cluster.prom import Prometheus
 from tests.e2e.test_run import PODINFO, Result, Step, advances, canary_spec
 
 pytestmark = pytest.mark.cluster
@@ -299,3 +300,33 @@ def test_a_concurrent_writer_patching_the_service_every_100ms(
     assert service["metadata"]["annotations"]["example.com/writer"] == str(written[-1])  # no edit lost
     assert service["metadata"]["labels"]["w"] == str(written[-1])
     assert step.traffic() == {"podinfo-00002": 100} and step.annotation() == "podinfo-00002"
+
+
+def test_prometheus_restarted_mid_analysis(runs: Runs, control_plane: ControlPlane, tmp_path: Path) -> None:
+    """Prometheus down for a few seconds: provider errors, counted apart from failed checks; it goes on."""
+    private = Prometheus(
+        workdir=tmp_path / "prometheus-data", targets=[control_plane.metrics_url.split("//")[1].split("/")[0]]
+    )
+    private.start()
+    try:
+        ns = runs.namespace
+        runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+        step = runs.new("prometheus")
+        step.start(canary_spec(ns, interval="2s", threshold=10, metricsServer=private.url))
+        wait_for(lambda: step.traffic().get("podinfo-00002", 0) >= 20, timeout=60, what="canary at 20%")
+        private.stop()
+        wait_for(
+            lambda: any(m.startswith("Prometheus query failed") for m in step.events()),
+            timeout=30,
+            what="a provider error while Prometheus is down",
+        )
+        private.start()  # the same port, the same data directory
+        result = step.wait(timeout=120)
+    finally:
+        private.stop()
+    assert result.code == 0, result.stderr
+    assert result.results["decision"] == "promoted", result.stderr
+    assert step.traffic() == {"podinfo-00002": 100}
+    errors = [t["consecutiveErrors"] for t in result.report["ticks"]]
+    assert max(errors) >= 1 and errors[-1] == 0, errors  # counted apart, reset once Prometheus answered
+    assert int(result.results["failed-checks"]) < 10
