@@ -175,7 +175,10 @@ class Driver:
         self.handle_signals = handle_signals
         self.state: State | None = start  # a saved state to go on from (`step.analysis.state.resume`)
         self.view: ServiceView | None = None  # the newest Service view seen
-        self.weight_reached = 0  # the canary weight the analysis last set
+        # The canary weight the Service actually had: what the analysis routed, or what the Service
+        # showed (a resumed analysis, a write that landed as a signal arrived).
+        self.weight_reached = 0
+        self._weight_of: str | None = None  # the canary revision `weight_reached` is about
         self._signal_seen: int | None = None
         self._requests_seen = 0
 
@@ -193,6 +196,8 @@ class Driver:
         now = self.ports.wall()
         if self.state is None:
             self.state = initial_state(self.config, now=now)
+        elif self.state.canary is not None:  # resumed: the Service is where the saved analysis left it
+            self._weight_of, self.weight_reached = self.state.canary, self.state.canary_weight
         obs: Observation | None = None
         pending: tuple[Action, ...] = ()
         while True:
@@ -220,6 +225,8 @@ class Driver:
             except SignalInterrupt as sig:
                 name = signal.Signals(sig.signum).name
                 self.timeline.note(f"{name} received")
+                if pending and isinstance(pending[0], Route):  # the write may have landed: look
+                    self._saw_service()
                 obs = Interrupted(signal=sig.signum, signal_name=name, unperformed=pending)
                 now, pending = self.ports.wall(), ()
 
@@ -262,7 +269,7 @@ class Driver:
             case Route(primary=primary, canary=canary, canary_weight=weight):
                 self._fence()
                 self.view = router.route(primary=primary, canary=canary, canary_weight=weight)
-                self.weight_reached = weight
+                self._weight_of, self.weight_reached = canary, weight
             case Promote(canary=canary):
                 self._fence()
                 self.view = router.promote(canary)
@@ -290,6 +297,19 @@ class Driver:
             case Finish():
                 pass
         return None
+
+    def _saw_service(self) -> None:
+        """Count in the canary weight the Service shows now (no request: the router's watch)."""
+        canary = self.state.canary if self.state is not None else None
+        if canary is None:
+            return
+        try:
+            view = self.ports.router.observe()
+        except (StepError, SignalInterrupt):
+            return
+        if canary != self._weight_of:
+            self._weight_of, self.weight_reached = canary, 0
+        self.weight_reached = max(self.weight_reached, view.weight_of(canary))
 
     def _fence(self) -> None:
         """Raise `LostLease` unless this run still holds the Service's lease (see `Lease.fence`)."""

@@ -60,15 +60,22 @@ from step.spec.model import Canary, Metric, WebhookType
 
 _ANALYSING = (Phase.PROGRESSING, Phase.WAITING_PROMOTION, Phase.SUCCEEDED)
 
-# Flagger's Promoted condition messages (canary/status.go), for the Canary status.
+# Flagger's Promoted condition messages (canary/status.go), for the Canary status, made true for
+# Knative: nothing is scaled to zero, the traffic goes back to the primary revision.
 PHASE_MESSAGES: dict[Phase, str] = {
     Phase.INITIALIZED: "Service initialization completed.",
     Phase.WAITING: "Waiting for approval.",
     Phase.WAITING_PROMOTION: "Waiting for approval.",
     Phase.PROGRESSING: "New revision detected, progressing canary analysis.",
     Phase.SUCCEEDED: "Canary analysis completed successfully, promotion finished.",
-    Phase.FAILED: "Canary analysis failed, Service scaled to zero.",
+    Phase.FAILED: "Canary analysis failed, all traffic routed back to the primary revision.",
 }
+
+
+def stopped_message(why: str, *, restored: bool) -> str:
+    """The Failed phase's message when the run stopped without judging the canary (an error, a signal)."""
+    where = "all traffic routed back to the primary revision" if restored else "no traffic had moved"
+    return f"Canary analysis stopped ({why.rstrip('.')}), {where}."
 
 
 _REVISION_NUMBER = re.compile(r"-(\d+)$")
@@ -136,14 +143,17 @@ class _Step:
     def warn(self, message: str, *, alert: Severity | None = None) -> None:
         self.emit("Warning", message, alert=alert)
 
-    def status(self) -> None:
+    def status(self, message: str = "") -> None:
+        """The Canary status as the state says now; `message` replaces the phase's own text."""
         phase = self.s.phase or Phase.INITIALIZED
         status = CanaryStatus(
             phase=phase.value,
-            canary_weight=self.s.canary_weight,
+            # Flagger's Succeeded status has canaryWeight 0: the promoted revision is the primary now
+            # (the tick record keeps the 100 % the promotion routed).
+            canary_weight=0 if phase is Phase.SUCCEEDED else self.s.canary_weight,
             failed_checks=self.s.failed_checks,
             iterations=self.s.iterations,
-            message=PHASE_MESSAGES[phase],
+            message=message or PHASE_MESSAGES[phase],
         )
         self.actions.append(WriteStatus(status=status))
 
@@ -260,7 +270,7 @@ class _Step:
         self.actions.append(Restore(primary=self.s.primary, canary=self.s.canary))
         self.warn(msg.canary_failed(*self.who), alert=Severity.ERROR)
         self.set(phase=Phase.FAILED, canary_weight=0, traffic_moved=False)
-        self.status()
+        self.status("" if decision is Decision.ROLLED_BACK else stopped_message(message, restored=True))
         self.finish_after_post_rollout(Finish(decision=decision, reason=reason, message=message, error=error))
 
     def abort(
@@ -277,7 +287,7 @@ class _Step:
         if self.s.primary is None or self.s.phase not in _ANALYSING or not moved:
             if self.s.phase in _ANALYSING:
                 self.set(phase=Phase.FAILED, canary_weight=0)
-                self.status()
+                self.status(stopped_message(message, restored=False))
             self.finish(Finish(decision=Decision.FAILED, reason=reason, message=message, error=error))
             return
         self.rollback(reason, message, decision=Decision.FAILED, error=error)
@@ -732,7 +742,12 @@ class _Step:
             f"the Knative Service {self.target[0]}.{self.target[1]} was deleted during the analysis;"
             f" there is no traffic left to route or restore ({error.message})"
         )
+        was_analysing = self.s.phase in _ANALYSING
         self.set(errors=(*self.s.errors, text), phase=Phase.FAILED, canary_weight=0, traffic_moved=False)
+        if was_analysing:
+            self.status(
+                f"Canary analysis stopped: the Knative Service {self.target[0]}.{self.target[1]} was deleted."
+            )
         self.finish(Finish(decision=Decision.FAILED, reason=Reason.INFRASTRUCTURE, message=text, error=error))
 
     def restore_failed(self, error: ErrorInfo) -> None:
@@ -778,6 +793,10 @@ class _Step:
             self.actions.append(Restore(primary=self.s.primary, canary=self.s.canary))
             self.set(canary_weight=0, traffic_moved=False)
             self.emit("Warning", f"canary-step interrupted by {name}; 100% on {self.s.primary}", urgent=True)
+        if not promoted and self.s.phase in _ANALYSING and self.s.phase is not Phase.SUCCEEDED:
+            # The status must not stay Progressing (kubectl wait would hang on a run that is over).
+            self.set(phase=Phase.FAILED, canary_weight=0)
+            self.status(stopped_message(f"interrupted by {name}", restored=restore))
         decision = Decision.PROMOTED if promoted else Decision.FAILED
         reason = Reason.interrupted_by(obs.signal_name)
         self.finish(Finish(decision=decision, reason=reason, message=message, signal=obs.signal))

@@ -235,6 +235,25 @@ def test_a_signal_mid_analysis_restores_the_primary_before_the_outcome(signum: i
     assert signal.getsignal(signum) is not None  # the handlers came back
 
 
+def test_canary_weight_is_the_weight_the_service_had_when_a_signal_lands_inside_a_write() -> None:
+    # SIGINT arrives while the route to 20 % waits for convergence: the write landed (the Service
+    # showed 20 %), so the result says 20, not the 10 the analysis last saw confirmed (issue 14).
+    rig = Rig(canary())
+    route = rig.router.route
+
+    def route_then_signal(*, primary: str, canary: str, canary_weight: int) -> ServiceView:
+        view = route(primary=primary, canary=canary, canary_weight=canary_weight)
+        if canary_weight == 20:
+            os.kill(os.getpid(), signal.SIGINT)
+        return view
+
+    rig.router.route = route_then_signal  # type: ignore[method-assign]
+    outcome = rig.run()
+    assert int(outcome.exit_code) == 130
+    assert rig.router.writes == ["route 10", "route 20", "pin podinfo-00001"]
+    assert outcome.canary_weight == 20 and outcome.traffic == "100% on podinfo-00001"
+
+
 def test_a_signal_whose_restore_fails_is_exit_5_with_the_service_shown() -> None:
     rig = Rig(canary())
 
