@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from step.analysis.state import Config, Phase, State, resume
+from step.analysis.state import Config, Phase, Reason, Stage, State, resume
 
 RECORD_VERSION = 1
 
@@ -97,6 +97,14 @@ def continue_from(
 ) -> Continuation:
     """The state this run starts from, given what the Service's primary is now."""
     saved = found.state
+    if saved.outcome is not None and saved.outcome.reason is Reason.ROLLBACK_FAILED and saved.primary:
+        # Left on purpose by a run whose rollback failed (exit 5): the split may still be there.
+        retry = replace(saved, stage=Stage.START, outcome=None, pending_finish=None, phase=Phase.PROGRESSING)
+        retry = replace(retry, traffic_moved=True, config=replace(saved.config, rollback_resumed=True))
+        return Continuation(
+            state=resume(retry, now=now),
+            says=f"its rollback had failed: rolling back to {saved.primary} again",
+        )
     if not found.unfinished:
         return Continuation(state=None, says="it had not started moving traffic: starting afresh")
     if primary_now != saved.primary:

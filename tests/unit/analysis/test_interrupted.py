@@ -251,3 +251,22 @@ def test_the_service_deleted_mid_analysis_is_exit_4_not_a_failed_rollback() -> N
     assert (finish.decision, finish.reason) == (Decision.FAILED, Reason.INFRASTRUCTURE)
     assert "was deleted during the analysis" in finish.message
     assert finish.error is not None and finish.error.exit_code is ExitCode.INFRASTRUCTURE
+
+
+def test_a_run_whose_rollback_failed_leaves_it_to_the_next_run_to_roll_back() -> None:
+    world = World(
+        seed(),
+        readings=lambda m, t: Reading.of(50.0),
+        fail_action=lambda action: "API down" if isinstance(action, Restore) else None,
+    )
+    done = world.run()
+    assert done.reason is Reason.ROLLBACK_FAILED and world.state is not None and world.state.done
+    found = _found(world.state)
+    going_on = continue_from(found, how=OnInterrupted.RESUME, primary_now="podinfo-00001", now=1000)
+    assert going_on.says == "its rollback had failed: rolling back to podinfo-00001 again"
+    again = World(seed(), start_state=lambda config, now: going_on.state)  # type: ignore[arg-type,return-value]
+    retried = again.run()
+    assert (retried.decision, retried.reason) == (Decision.ROLLED_BACK, Reason.MANUAL_ROLLBACK)
+    assert [a for a in again.actions if isinstance(a, Restore | Route)] == [
+        Restore(primary="podinfo-00001", canary="podinfo-00002")
+    ]
