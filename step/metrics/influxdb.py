@@ -18,6 +18,7 @@ import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import requests
 
@@ -35,6 +36,9 @@ WINDOW_FACTOR = 0  # the query carries its own time range
 
 @dataclass(frozen=True, kw_only=True)
 class InfluxDB:
+    ONLINE_ALSO: ClassVar[tuple[int, ...]] = (
+        404,
+    )  # a missing `default` bucket still shows the API answers our token
     address: str
     credentials: Mapping[str, str] = field(repr=False)
     name: str = "InfluxDB"

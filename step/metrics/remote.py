@@ -195,9 +195,14 @@ class HttpProvider:
             ) from None
 
     def is_online(self) -> bool:
+        """The provider's own online check (Flagger's `IsOnline`); `ONLINE_ALSO` statuses count as an
+        answer: Cloud Monitoring refuses the empty query with 400, InfluxDB may lack the bucket."""
         try:
             self._send(self.spec.online_request())
         except MetricError as err:
+            if err.status is not None and err.status in getattr(self.spec, "ONLINE_ALSO", ()):
+                self.last_error = None
+                return True
             self.last_error = err
             return False
         self.last_error = None
@@ -244,13 +249,12 @@ class HttpProvider:
             return response
         body = masked(response.text.strip()[:MAX_QUOTED])
         if status in (401, 403):
-            raise MetricError(f"{where} refused the credentials: HTTP {status}: {body}")
+            raise MetricError(f"{where} refused the credentials: HTTP {status}: {body}", status=status)
         if status == 429:
             after = response.headers.get("Retry-After")
-            raise MetricError(
-                f"{where} is rate limiting: HTTP 429" + (f" (Retry-After {after})" if after else "")
-            )
-        raise MetricError(f"error response: Status {status}: {body}")
+            text = f"{where} is rate limiting: HTTP 429" + (f" (Retry-After {after})" if after else "")
+            raise MetricError(text, status=status)
+        raise MetricError(f"error response: Status {status}: {body}", status=status)
 
 
 def windowed(provider: MetricsProvider, interval: str) -> MetricsProvider:

@@ -19,7 +19,7 @@ import importlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
@@ -35,6 +35,9 @@ SCOPES = ("https://www.googleapis.com/auth/monitoring.read",)
 
 @dataclass(frozen=True, kw_only=True)
 class Stackdriver:
+    ONLINE_ALSO: ClassVar[tuple[int, ...]] = (
+        400,
+    )  # the empty query is refused with 400 when the API is reachable and allows us
     address: str
     project: str
     name: str = "Cloud Monitoring"

@@ -352,6 +352,12 @@ def test_stackdriver_token_from_the_service_account_key_then_the_query(api: Api)
     api.answer("/v3/projects/my-project/timeSeries:query", {})
     with pytest.raises(NoValuesFound):
         provider.query(mql)
+    api.answer(
+        "/v3/projects/my-project/timeSeries:query",
+        {"error": {"code": 400, "message": "Query is empty", "status": "INVALID_ARGUMENT"}},
+        status=400,
+    )
+    assert provider.is_online()  # Flagger's check: the empty query refused as invalid
     with pytest.raises(SpecError, match="stackdriver credentials do not contain project"):
         build(stackdriver, template("stackdriver", api.url), {})
 
@@ -451,3 +457,18 @@ def test_an_unreachable_provider_is_a_provider_error_that_quotes_no_credential()
         provider.query("SELECT 1")
     assert "7777777" not in str(caught.value) and "<secret newrelic_account_id>" in str(caught.value)
     assert not provider.is_online() and provider.last_error is not None
+
+
+def test_online_checks_as_flagger_reads_them(api: Api) -> None:
+    """Cloud Monitoring's empty query is refused with 400 when it answers; InfluxDB without the
+    `default` bucket answers 404; a refused key is offline with the status kept for the preflight."""
+    influx = build(influxdb, template("influxdb", api.url), {"token": "tok", "org": "o"})
+    api.answer("/api/v2/query", {"code": "not found", "message": 'bucket "default" not found'}, status=404)
+    assert influx.is_online()
+    api.answer("/api/v1/validate", {"errors": ["Forbidden"]}, status=403)
+    dd = build(datadog, template("datadog", api.url), DD)
+    assert not dd.is_online()
+    assert dd.last_error is not None and dd.last_error.status == 403
+    assert "refused the credentials" in str(dd.last_error)
+    api.answer("/api/v1/validate", {}, status=500)
+    assert not dd.is_online() and dd.last_error is not None and dd.last_error.status == 500
