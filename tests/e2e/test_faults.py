@@ -8,6 +8,7 @@ taken over (it writes nothing after it wakes), and the Service deleted mid-analy
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import signal
@@ -330,3 +331,48 @@ def test_prometheus_restarted_mid_analysis(runs: Runs, control_plane: ControlPla
     errors = [t["consecutiveErrors"] for t in result.report["ticks"]]
     assert max(errors) >= 1 and errors[-1] == 0, errors  # counted apart, reset once Prometheus answered
     assert int(result.results["failed-checks"]) < 10
+
+
+class HangingServer:
+    """An HTTP server that accepts every request and never answers (until the test ends)."""
+
+    def __init__(self) -> None:
+        release = self.release = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                release.wait(60)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hang"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1})
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_a_webhook_that_hangs_past_its_timeout_is_a_failed_check(runs: Runs) -> None:
+    hanging = HangingServer()
+    try:
+        ns = runs.namespace
+        runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+        step = runs.new("hanging")
+        hook = {"name": "acceptance", "type": "rollout", "url": hanging.url, "timeout": "1s"}
+        result = step.run(canary_spec(ns, interval="1s", threshold=2, webhooks=[hook]), timeout=120)
+    finally:
+        hanging.close()
+    assert result.code == 3, result.stderr
+    outcome = (result.results["decision"], result.results["reason"])
+    assert outcome == ("rolled-back", "failed-checks-threshold")
+    assert step.traffic() == {"podinfo-00001": 100}
+    hooks = [h for t in result.report["ticks"] for h in t["webhooks"] if h["name"] == "acceptance"]
+    assert hooks and not any(h["ok"] for h in hooks), hooks
+    assert runs.holder() is None
