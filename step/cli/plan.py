@@ -303,6 +303,52 @@ def format_plan(plan: Plan) -> str:
 @templates_from_cluster_option
 @namespace_option
 @output_option
+@click.option(
+    "--check",
+    is_flag=True,
+    default=False,
+    envvar="CANARY_STEP_CHECK",
+    show_envvar=True,
+    help="Also run `run`'s preflight against the cluster, writing nothing: the Knative Service exists "
+    "with a Ready revision serving, --container resolves, the metrics server and each MetricTemplate's "
+    "provider answer, the webhook URLs resolve, the Service's lease is free. Exit 2 or 4 as `run` would.",
+)
+@click.option(
+    "--kubeconfig",
+    envvar="CANARY_STEP_KUBECONFIG",
+    show_envvar=True,
+    metavar="PATH",
+    help="With --check: as `run --kubeconfig`.",
+)
+@click.option(
+    "--context",
+    envvar="CANARY_STEP_CONTEXT",
+    show_envvar=True,
+    metavar="NAME",
+    help="With --check: as `run --context`.",
+)
+@click.option(
+    "--metrics-server",
+    envvar="CANARY_STEP_METRICS_SERVER",
+    show_envvar=True,
+    metavar="URL",
+    default="http://prometheus:9090",
+    help="With --check: as `run --metrics-server`.",
+)
+@click.option(
+    "--image",
+    envvar="CANARY_STEP_IMAGE",
+    show_envvar=True,
+    metavar="IMAGE",
+    help="With --check: as `run --image` (checks that --container resolves; sets nothing).",
+)
+@click.option(
+    "--container",
+    envvar="CANARY_STEP_CONTAINER",
+    show_envvar=True,
+    metavar="NAME",
+    help="With --check: as `run --container`.",
+)
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -312,6 +358,12 @@ def plan(
     templates_from_cluster: bool,
     namespace: str,
     output: str,
+    check: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    metrics_server: str,
+    image: str | None,
+    container: str | None,
 ) -> None:
     """Show what `run` would do with the one Canary in FILE..., without a cluster.
 
@@ -331,9 +383,11 @@ def plan(
     it is not (Flagger ignores that deadline for Knative; we honour it).
 
     \b
-    stdout: the plan (--output json: the same as one JSON object).
+    stdout: the plan (--output json: the same as one JSON object), then with --check one line
+            per preflight check (JSON: `preflight`).
     stderr: problems with the spec, as `validate` prints them.
-    Exit codes: 0 planned, 2 invalid spec or not exactly one Canary.
+    Exit codes: 0 planned (and, with --check, every check passed), 2 invalid spec, not exactly one
+    Canary, or a check found a mistake no retry fixes, 4 a check failed that a retry may fix.
     """
     loaded = load_files(files, templates_from_cluster=templates_from_cluster, default_namespace=namespace)
     problems: list[Problem] = sorted([*loaded.problems, *query_problems(loaded)], key=sort_key)
@@ -362,10 +416,42 @@ def plan(
             "built-in queries shown are the Knative ones"
         )
     result = build_plan(loaded, canary, canary_revision=canary_revision)
+    lines: list[str] = []
+    failure: Any = None
+    if check:
+        from step.cli.run import _Run  # noqa: PLC0415 (the Kubernetes client only with --check)
+
+        runner = _Run(
+            ctx=ctx,
+            namespace=None,
+            results_dir=None,
+            report_path=None,
+            log_format="text",
+            traffic_timeout=60.0,
+        )
+        lines, failure = runner.check(
+            files=files,
+            kubeconfig=kubeconfig,
+            context=context,
+            metrics_server=metrics_server,
+            image=image,
+            container=container,
+        )
     if output == "json":
-        click.echo(json.dumps(_plan_json(result), indent=2))
+        data = _plan_json(result)
+        if check:
+            data["preflight"] = {"ok": failure is None, "checks": lines}
+        click.echo(json.dumps(data, indent=2))
     else:
         click.echo(format_plan(result))
+        if check:
+            click.echo("Preflight (against the cluster; nothing was written):")
+            click.echo("\n".join(f"  {line.removeprefix('preflight: ')}" for line in lines))
+    if failure is not None:
+        code = int(failure.exit_code)
+        said = str(failure).rstrip(".")
+        echo_err(f"preflight failed ({failure.reason}): {said}. Traffic: untouched. Exit {code}.")
+        ctx.exit(code)
     ctx.exit(ExitCode.OK)
 
 

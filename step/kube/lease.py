@@ -222,6 +222,11 @@ class Lease:
             return 0.0
         return max(0.0, self._renewed_mono + self.duration_seconds - self.clock.now())
 
+    def peek(self) -> LeaseState | None:
+        """The Lease as the API server has it now (None: there is none). Writes nothing."""
+        current = self._get()
+        return LeaseState.of(current) if current is not None else None
+
     # ------------------------------------------------------------------ acquire
 
     def acquire(self, *, wait: float, on_wait: Callable[[LeaseState], None] | None = None) -> Acquired:
