@@ -22,6 +22,7 @@ tools: setup ## install Prometheus and Graphite (Debian) and build kube-apiserve
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 	@test -x /usr/bin/carbon-cache -a -f /usr/lib/python3/dist-packages/graphite/wsgi.py || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphite-carbon graphite-web >/dev/null; }
 	$(PY) -m tests.cluster.binaries ensure
+	@if [ "$(KNATIVE)" = real ]; then $(PY) -m tests.cluster.knative_binaries ensure; fi
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check step tests bench
@@ -46,8 +47,8 @@ validate-examples: setup ## validate and plan the examples (no cluster)
 demo: tools ## start the local control plane and tell the seed's story: promote 6.0.1, roll back 6.0.2
 	$(PY) -m tests.cluster.demo
 
-cluster: tools ## start the local control plane and wait; prints the kubeconfig path
-	$(PY) -m tests.cluster
+cluster: tools ## start the local control plane and wait; prints the kubeconfig path (KNATIVE=real: real Knative Serving)
+	$(PY) -m tests.cluster --knative $(or $(KNATIVE),sim)
 
 bench: tools ## the seed's scenario at a 1 s interval: wall time, API requests per tick, peak RSS
 	$(PY) bench/run.py

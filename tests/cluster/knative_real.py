@@ -259,6 +259,8 @@ class RealKnative:
             [
                 str(self.found.kube_controller_manager),
                 f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={free_port()}",
                 "--leader-elect=false",
@@ -297,8 +299,6 @@ class RealKnative:
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 f"--cidr={network.pod_cidr}",
                 f"--node-ip={network.inner_address}",
-                "--node-port=0",
-                f"--server-address=127.0.0.1:{free_port()}",
             ],
         )
 
