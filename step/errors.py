@@ -103,6 +103,12 @@ class MetricError(InfrastructureError):
         self.status = status
 
 
+class MetricsServerUnreachable(MetricError):
+    """The metrics server did not answer its online check before the analysis (a retry may fix it)."""
+
+    reason = "metrics-server-unreachable"
+
+
 class NoValuesFound(MetricError):
     """The metrics provider answered with no data (empty vector or NaN), as Flagger's ErrNoValuesFound."""
 
@@ -130,6 +136,7 @@ _KINDS: dict[str, type[StepError]] = {
         Invalid,
         TrafficNotConverged,
         MetricError,
+        MetricsServerUnreachable,
         NoValuesFound,
         RollbackFailed,
     )

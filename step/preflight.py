@@ -27,6 +27,7 @@ from step.errors import (
     Forbidden,
     InfrastructureError,
     MetricError,
+    MetricsServerUnreachable,
     MissingObject,
     NotFound,
     StepError,
@@ -171,7 +172,10 @@ class Preflight:
         if not canary.analysis.metrics or canary.skip_analysis:
             return
         if uses_metrics_server(canary) and metrics_server is not None:
-            self._add(self._online(f"metrics server {address}", metrics_server))
+            found = self._online(f"metrics server {address}", metrics_server)
+            if isinstance(found.error, MetricError) and not isinstance(found.error, UsageError):
+                found = Finding(check=found.check, error=MetricsServerUnreachable(str(found.error)))
+            self._add(found)
         used = {
             (m.template_ref.namespace or canary.namespace, m.template_ref.name)
             for m in canary.analysis.metrics

@@ -27,13 +27,13 @@ import click
 
 from step.analysis.interrupted import OnInterrupted, record_of
 from step.analysis.state import Reason
-from step.cli._lease import Held, start_state, take_lease
+from step.cli._lease import Held, default_lease_seconds, start_state, take_lease
 from step.clock import MonotonicClock
 from step.contract import Decision
 from step.driver import Driver, Ports, SignalInterrupt, handling_signals
 from step.errors import ErrorInfo, ExitCode, MissingObject, NotFound, SpecError, StepError
 from step.kube import RetryPolicy, connect
-from step.kube.lease import LeaseHeld
+from step.kube.lease import Lease, LeaseHeld, holder_identity
 from step.metrics.provider import builtin_provider, provider_for
 from step.notifiers.channels import ChatNotifier, GlobalNotifier, channels_for
 from step.notifiers.payloads import NOTIFIER_TYPES
@@ -383,30 +383,13 @@ class _Run:
                 if bundle is None:
                     assert canary_ref is not None
                     bundle = self._load_ref(canary_ref)
-                # The preflight, before anything is written: the Service first (a missing one is
-                # named before any MetricTemplate is looked up), then what the run will call.
-                checks = Preflight(bundle.canary)
-                router = self._router(bundle.canary)
-                view = checks.service(router, names=self._service_names(bundle.canary))
-                checks.raise_if_failed()
-                assert view is not None
-                bundle = self._with_cluster_templates(bundle)
-                timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
-                ports = self._ports(
+                _, bundle, ports, timeline = self.prepare(
                     bundle,
                     metrics_server=metrics_server,
-                    timeline=timeline,
+                    image=image,
+                    container=container,
                     global_notifier=global_notifier,
-                    router=router,
                 )
-                checks.container(view, image=image, container=container)
-                checks.metrics(
-                    metrics_server=ports.metrics,
-                    address=bundle.canary.metrics_server or metrics_server,
-                    template_metrics=ports.template_metrics,
-                )
-                checks.webhooks()
-                checks.raise_if_failed()
                 wait = min(x for x in (lock_wait, timeout, math.inf) if x is not None)
                 self.held = take_lease(
                     self.kube,
@@ -471,6 +454,94 @@ class _Run:
                 self.notifier.close()
             self._release(held, driver, outcome)
         self._finish(outcome, bundle=bundle, timeline=timeline)
+
+    def prepare(
+        self,
+        bundle: SpecBundle,
+        *,
+        metrics_server: str,
+        image: str | None,
+        container: str | None,
+        global_notifier: GlobalNotifier | None = None,
+    ) -> tuple[Preflight, SpecBundle, Ports, Timeline]:
+        """The preflight and the ports, before anything is written (`run`, and `plan --check`).
+
+        The Service first (a missing one is named before any MetricTemplate is looked up), then what
+        the run will call. Raises `PreflightFailed` with every failed check.
+        """
+        checks = Preflight(bundle.canary)
+        router = self._router(bundle.canary)
+        view = checks.service(router, names=self._service_names(bundle.canary))
+        checks.raise_if_failed()
+        assert view is not None
+        bundle = self._with_cluster_templates(bundle)
+        timeline = Timeline(canary=bundle.canary, stream=sys.stderr, log_format=self.log_format)
+        ports = self._ports(
+            bundle,
+            metrics_server=metrics_server,
+            timeline=timeline,
+            global_notifier=global_notifier,
+            router=router,
+        )
+        checks.container(view, image=image, container=container)
+        checks.metrics(
+            metrics_server=ports.metrics,
+            address=bundle.canary.metrics_server or metrics_server,
+            template_metrics=ports.template_metrics,
+        )
+        checks.webhooks()
+        checks.raise_if_failed()
+        return checks, bundle, ports, timeline
+
+    def check(
+        self,
+        *,
+        files: tuple[str, ...],
+        kubeconfig: str | None,
+        context: str | None,
+        metrics_server: str,
+        image: str | None,
+        container: str | None,
+    ) -> tuple[list[str], StepError | None]:
+        """`plan --check`: the run's own preflight and the lease, against the cluster; nothing is written.
+
+        The lines to print (one per check) and the error that decides the exit code (None: all passed).
+        """
+        ports: Ports | None = None
+        checks: Preflight | None = None
+        try:
+            bundle = self._load_files(files)
+            self.kube = connect(kubeconfig=kubeconfig, context=context, retry=RetryPolicy())
+            checks, bundle, ports, _ = self.prepare(
+                bundle, metrics_server=metrics_server, image=image, container=container
+            )
+            canary = bundle.canary
+            lease = Lease(
+                self.kube,
+                namespace=canary.namespace,
+                service=canary.target_name,
+                identity=holder_identity(),
+                duration_seconds=default_lease_seconds(canary),
+                clock=self.clock,
+            )
+
+            def holder() -> str | None:
+                state = lease.peek()
+                wall = self.clock.wall()
+                if state is None or state.holder is None or state.expired(wall):
+                    return None
+                return state.describe(wall)
+
+            checks.lease(holder)
+            checks.raise_if_failed()
+        except PreflightFailed as err:
+            return [f.line() for f in err.findings], err
+        except StepError as err:
+            return [str(err)], err
+        finally:
+            if ports is not None:
+                self._close(ports)
+        return [f.line() for f in checks.findings], None
 
     def _release(self, held: Held, driver: Driver, outcome: Outcome | None) -> None:
         """Give the lease up; after a failed rollback (exit 5) the analysis stays on it for the next run."""
