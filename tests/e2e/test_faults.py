@@ -376,3 +376,18 @@ def test_a_webhook_that_hangs_past_its_timeout_is_a_failed_check(runs: Runs) -> 
     hooks = [h for t in result.report["ticks"] for h in t["webhooks"] if h["name"] == "acceptance"]
     assert hooks and not any(h["ok"] for h in hooks), hooks
     assert runs.holder() is None
+
+
+def test_the_load_tester_down(runs: Runs) -> None:
+    """The pre-rollout hook cannot reach the load tester: no traffic moves, rolled back at the threshold."""
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    step = runs.new("no-loadtester")
+    down = {"name": "load-start", "type": "pre-rollout", "url": "http://127.0.0.1:1/", "timeout": "1s"}
+    result = step.run(canary_spec(ns, interval="1s", threshold=2, load=False, webhooks=[down]), timeout=120)
+    assert result.code == 3, result.stderr
+    assert result.results["reason"] == "failed-checks-threshold"
+    assert result.results["canary-weight"] == "0"
+    assert step.traffic() == {"podinfo-00001": 100}
+    halt = f"Halt podinfo.{ns} advancement pre-rollout check load-start failed"
+    assert any(m.startswith(halt) for m in step.events()), step.events()
