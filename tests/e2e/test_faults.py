@@ -391,3 +391,32 @@ def test_the_load_tester_down(runs: Runs) -> None:
     assert step.traffic() == {"podinfo-00001": 100}
     halt = f"Halt podinfo.{ns} advancement pre-rollout check load-start failed"
     assert any(m.startswith(halt) for m in step.events()), step.events()
+
+
+def test_sigkill_right_after_the_promotion_write_then_a_rerun(runs: Runs) -> None:
+    """Killed while its post-rollout hook hangs: the promotion is written, the lease still held. The rerun
+    finds the analysis, sees its canary is the primary now, and undoes nothing."""
+    hanging = HangingServer()
+    try:
+        ns = runs.namespace
+        runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+        spec = canary_spec(
+            ns,
+            interval="1s",
+            webhooks=[{"name": "notify", "type": "post-rollout", "url": hanging.url, "timeout": "60s"}],
+        )
+        killed, rerun = runs.new("killed"), runs.new("rerun")
+        killed.start(spec, args=("--lease-duration", "3s"))
+        wait_for(lambda: killed.annotation() == "podinfo-00002", timeout=90, what="the promotion written")
+        assert killed.process is not None
+        killed.process.kill()
+        killed.wait(timeout=10)
+        assert runs.holder() is not None  # a SIGKILL releases nothing
+        result = rerun.run(spec, args=("--lease-duration", "3s"), timeout=60)
+    finally:
+        hanging.close()
+    assert result.code == 0, result.stderr
+    assert result.results["decision"] == "skipped", result.stderr
+    assert "podinfo-00002 has become the primary since: starting afresh" in result.stderr
+    assert rerun.traffic() == {"podinfo-00002": 100} and rerun.annotation() == "podinfo-00002"
+    assert runs.holder() is None
