@@ -532,7 +532,7 @@ class _Step:
     def after_rollback_hooks(self) -> None:
         threshold = self.canary_spec.analysis.threshold  # `<= 0 means 1` is resolved in spec.build
         if self.s.failed_checks >= threshold:
-            text = f"{self.s.failed_checks} failed checks reached the threshold of {threshold}"
+            text = f"{msg.plural(self.s.failed_checks, 'failed check')} reached the threshold of {threshold}"
             self.rollback(Reason.FAILED_CHECKS, text)
             return
         self.set(iterations=self.s.iterations + 1)
@@ -697,7 +697,7 @@ class _Step:
         self.info(msg.routing_all_traffic_to_primary())
         self.set(phase=Phase.SUCCEEDED, canary_weight=TOTAL_WEIGHT, promoted=True)
         self.status()
-        text = f"Promoted {canary} after {self.s.iterations} analysis ticks"
+        text = f"Promoted {canary} after {msg.plural(self.s.iterations, 'analysis tick')}"
         self.finish_after_post_rollout(
             Finish(decision=Decision.PROMOTED, reason=Reason.ANALYSIS_PASSED, message=text)
         )

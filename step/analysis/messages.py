@@ -128,10 +128,15 @@ def unanalysed_revision_serving(revision: str) -> str:
     )
 
 
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """`1 failed check`, `2 failed checks`: the count with the word in the number it needs."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
 def provider_errors(name: str, ns: str, errors: int, limit: int) -> str:
     """Ours: Flagger counts a provider error as a failed check; we count errors apart (Argo)."""
     return (
-        f"Stopping {name}.{ns} analysis: {errors} consecutive metric provider errors "
+        f"Stopping {name}.{ns} analysis: {plural(errors, 'consecutive metric provider error')} "
         f"(more than the limit of {limit}); the canary was not judged"
     )
 

@@ -23,6 +23,7 @@ from step.report.outcome import Outcome
 from step.spec.model import Canary
 
 LogFormat = Literal["text", "json"]
+_GATES = frozenset({"confirm-rollout", "confirm-traffic-increase", "confirm-promotion"})
 REPORT_FORMAT_VERSION = 1
 
 
@@ -33,7 +34,7 @@ def _threshold(check: CheckRecord) -> str:
 def check_text(check: CheckRecord) -> str:
     """`request-success-rate 98.50 (>= 99) FAIL`."""
     if check.verdict is Verdict.ERROR:
-        return f"{check.metric} error ({check.message})"
+        return f"{check.metric} error"  # the why is the tick's Warning line, printed once
     if check.value is None:
         label = "no data" if check.verdict is Verdict.FAIL else "no data, ignored"
         return f"{check.metric} {label}"
@@ -122,6 +123,7 @@ class Timeline:
     log_format: LogFormat = "text"
     ticks: list[TickRecord] = field(default_factory=list)
     api_requests: list[int | None] = field(default_factory=list)  # Kubernetes API requests per tick
+    gates_told: set[str] = field(default_factory=set)  # the closed gates already explained
 
     @property
     def threshold(self) -> int:
@@ -141,7 +143,23 @@ class Timeline:
         lines += [
             f"    Error   {e}" for e in record.errors if not any(e == ev.message for ev in record.events)
         ]
+        for hook in record.hooks:
+            if not hook.ok and hook.type in _GATES and hook.name not in self.gates_told:
+                self.gates_told.add(hook.name)
+                lines.append(f"    Gate    {self.gate_text(hook.name, hook.status, hook.message)}")
         self._write("\n".join(lines))
+
+    def gate_text(self, name: str, status: int | None, message: str) -> str:
+        """A closed gate, once: its URL, what it answered, and how to open it."""
+        hook = next((h for h in self.canary.analysis.webhooks if h.name == name), None)
+        url = hook.url if hook is not None else "?"
+        answered = f"answered {status}" if status else (message or "did not answer")
+        text = f"{name} is closed: {url} {answered}; the run waits and asks again every interval"
+        if url.rstrip("/").endswith("/gate/check"):
+            body = json.dumps({"name": self.canary.name, "namespace": self.canary.namespace})
+            opener = url.rstrip("/")[: -len("check")] + "open"
+            return f"{text}. Open it with: curl -d '{body}' {opener}"
+        return f"{text}. It opens when it answers 200"
 
     def note(self, text: str) -> None:
         """A line that belongs to no tick (starting up, restoring traffic, the Service's state)."""
