@@ -10,19 +10,21 @@ Must not: import `kubernetes`, talk to a cluster, or make decisions for a run (t
 
 What comes out, with I the analysis interval, N the threshold (<= 0 means 1) and k the advancing ticks (the
 weight steps to max weight, or `iterations`); t = 0 is the first analysis tick, once the canary revision
-is Ready (we wait up to progressDeadlineSeconds for that, and roll back if it is not):
-  - tick 0 runs the pre-rollout hooks and the first weight step, no metrics;
+is Ready (we wait up to progressDeadlineSeconds for that, and roll back if it is not). Ticks are numbered
+from 1, as `run` prints them and the report and the `iterations` result count them:
+  - tick 1 runs the pre-rollout hooks and the first weight step, no metrics;
   - promotion comes on the tick after max weight: earliest promotion at k*I, after k+1 ticks, k of
     which evaluate metrics;
   - the threshold is checked at the start of a tick, so rollback comes on the tick after the N-th
     failed check, and a failed tick does not advance: earliest rollback N*I if pre-rollout hooks can
-    fail on tick 0, else (N+1)*I; latest (k+N)*I (all k steps pass, then N failures at max weight).
+    fail on tick 1, else (N+1)*I; latest (k+N)*I (all k steps pass, then N failures at max weight).
+JSON keys are camelCase, as in the JSON report and in Kubernetes objects (`_plan_json`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import click
@@ -42,8 +44,8 @@ from step.cli._common import (
     templates_from_cluster_option,
 )
 from step.errors import ExitCode, SpecError
-from step.metrics.provider import preview
-from step.notifiers.channels import planned_alerts
+from step.metrics.preview import preview
+from step.notifiers.preview import planned_alerts
 from step.spec.durations import format_duration
 from step.spec.loader import LoadedSpec, load_files
 from step.spec.model import Canary, Metric, WebhookType
@@ -224,7 +226,7 @@ def _planned_metric(
 def _when(seconds: float | None, interval: float) -> str:
     if seconds is None:
         return "never"
-    tick = round(seconds / interval) if interval else 0
+    tick = (round(seconds / interval) if interval else 0) + 1  # numbered from 1, as `run` prints ticks
     return f"{format_duration(seconds) if seconds else '0s'} (tick {tick})"
 
 
@@ -246,9 +248,9 @@ def format_plan(plan: Plan) -> str:
             f"Analysis ticks:    {plan.ticks} ({plan.metric_ticks} evaluate metrics; the first does not)"
         )
     lines += [
-        f"Before tick 0:     the canary revision must be Ready within {plan.progress_deadline_seconds}s "
+        f"Before tick 1:     the canary revision must be Ready within {plan.progress_deadline_seconds}s "
         "(progressDeadlineSeconds), else rollback",
-        "Times below count from tick 0, the first analysis tick, with every gate open:",
+        "Times below count from t = 0, tick 1 (the first analysis tick), with every gate open:",
         f"  earliest promotion: {_when(plan.earliest_promotion_seconds, interval)}",
         f"  earliest rollback:  {_when(plan.earliest_rollback_seconds, interval)}",
         f"  latest rollback:    {_when(plan.latest_rollback_seconds, interval)}",
@@ -373,12 +375,13 @@ def plan(
     Flagger renders it.
 
     \b
-    Times count from tick 0, the first analysis tick (once the canary revision is Ready); with
+    Times count from t = 0, tick 1: the first analysis tick (once the canary revision is Ready);
+    ticks are numbered from 1, as `run` prints them and the report counts them; with
     I = interval, N = threshold and k = weight steps to max weight (or iterations):
       earliest promotion  k*I   (promotion comes on the tick after max weight)
-      earliest rollback   N*I with pre-rollout hooks (they can fail on tick 0), else (N+1)*I
+      earliest rollback   N*I with pre-rollout hooks (they can fail on tick 1), else (N+1)*I
       latest rollback     (k+N)*I   (the threshold is checked at the start of a tick)
-    Gates (confirm-*) are assumed open. Before tick 0, `run` waits up to
+    Gates (confirm-*) are assumed open. Before tick 1, `run` waits up to
     progressDeadlineSeconds for the canary revision to be Ready and rolls back if
     it is not (Flagger ignores that deadline for Knative; we honour it).
 
@@ -455,7 +458,21 @@ def plan(
     ctx.exit(ExitCode.OK)
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _json_of(value: Any) -> Any:
+    """Our dataclasses with camelCase keys; mappings (requests, alerts) keep their own keys."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {_camel(f.name): _json_of(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [_json_of(v) for v in value]
+    return value
+
+
 def _plan_json(plan: Plan) -> dict[str, Any]:
-    data = asdict(plan)
-    data["schedule"] = list(plan.schedule)
+    """The plan for machines: one key style with the JSON report (camelCase)."""
+    data: dict[str, Any] = _json_of(plan)
     return data

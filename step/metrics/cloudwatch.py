@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from step.errors import MetricError, NoValuesFound, SpecError, one_line
-from step.metrics.remote import Wall, interval_seconds, where
+from step.metrics.request import Wall, interval_seconds, where
 from step.spec.model import DEFAULT_METRIC_INTERVAL, MetricTemplate
 
 KIND = "cloudwatch"

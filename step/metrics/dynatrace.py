@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import requests
+from typing import TYPE_CHECKING
 
 from step.errors import NoValuesFound
-from step.metrics.remote import HttpProvider, HttpQuery, Wall, Window, address_of, required, where
+from step.metrics.request import HttpQuery, Window, address_of, required, where
 from step.spec.model import MetricTemplate
+
+if TYPE_CHECKING:
+    import requests
 
 KIND = "dynatrace"
 SECRET_KEYS = ("dynatrace_token",)
@@ -70,16 +72,4 @@ def spec(template: MetricTemplate, secret: Mapping[str, str]) -> Dynatrace:
     address = address_of(template, KIND)
     return Dynatrace(
         address=address, credentials=required(secret, SECRET_KEYS, kind=KIND, where=where(template))
-    )
-
-
-def build(template: MetricTemplate, secret: Mapping[str, str], *, timeout: float, wall: Wall) -> HttpProvider:
-    shapes = spec(template, secret)
-    return HttpProvider(
-        shapes,
-        address=shapes.address,
-        window_factor=WINDOW_FACTOR,
-        timeout=timeout,
-        insecure_skip_verify=template.insecure_skip_verify,
-        wall=wall,
     )

@@ -17,12 +17,14 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import requests
+from typing import TYPE_CHECKING
 
 from step.errors import MetricError, NoValuesFound
-from step.metrics.remote import HttpProvider, HttpQuery, Wall, Window, address_of, required, where
+from step.metrics.request import HttpQuery, Window, address_of, required, where
 from step.spec.model import MetricTemplate
+
+if TYPE_CHECKING:
+    import requests
 
 KIND = "graphite"
 SECRET_KEYS = ("username", "password")
@@ -80,16 +82,4 @@ def spec(template: MetricTemplate, secret: Mapping[str, str]) -> Graphite:
         credentials=required(secret, SECRET_KEYS, kind=KIND, where=where(template))
         if template.secret_ref
         else {},
-    )
-
-
-def build(template: MetricTemplate, secret: Mapping[str, str], *, timeout: float, wall: Wall) -> HttpProvider:
-    shapes = spec(template, secret)
-    return HttpProvider(
-        shapes,
-        address=shapes.address,
-        window_factor=WINDOW_FACTOR,
-        timeout=timeout,
-        insecure_skip_verify=template.insecure_skip_verify,
-        wall=wall,
     )

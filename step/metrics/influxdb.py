@@ -18,13 +18,14 @@ import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
-
-import requests
+from typing import TYPE_CHECKING, ClassVar
 
 from step.errors import MetricError, NoValuesFound
-from step.metrics.remote import HttpProvider, HttpQuery, Wall, Window, address_of, required, where
+from step.metrics.request import HttpQuery, Window, address_of, required, where
 from step.spec.model import MetricTemplate
+
+if TYPE_CHECKING:
+    import requests
 
 KIND = "influxdb"
 SECRET_KEYS = ("token", "org")
@@ -98,16 +99,4 @@ def spec(template: MetricTemplate, secret: Mapping[str, str]) -> InfluxDB:
         credentials=required(secret, SECRET_KEYS, kind=KIND, where=where(template))
         if template.secret_ref
         else {},
-    )
-
-
-def build(template: MetricTemplate, secret: Mapping[str, str], *, timeout: float, wall: Wall) -> HttpProvider:
-    shapes = spec(template, secret)
-    return HttpProvider(
-        shapes,
-        address=shapes.address,
-        window_factor=WINDOW_FACTOR,
-        timeout=timeout,
-        insecure_skip_verify=template.insecure_skip_verify,
-        wall=wall,
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from step.analysis.evaluate import Reading
 from step.errors import MetricError, NoValuesFound, StepError
 from step.metrics.queries import BUILTIN_QUERIES, TemplateError, render
-from step.metrics.remote import windowed
+from step.metrics.request import windowed
 from step.ports import MetricsProvider
 from step.spec.model import KNATIVE_API_VERSION, Canary, Metric, MetricTemplate
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import requests
+from typing import TYPE_CHECKING
 
 from step.errors import NoValuesFound
-from step.metrics.remote import HttpProvider, HttpQuery, Wall, Window, required, where
+from step.metrics.request import HttpQuery, Window, required, where
 from step.spec.model import MetricTemplate
+
+if TYPE_CHECKING:
+    import requests
 
 KIND = "newrelic"
 DEFAULT_ADDRESS = "https://insights-api.newrelic.com"
@@ -58,16 +60,4 @@ def spec(template: MetricTemplate, secret: Mapping[str, str]) -> NewRelic:
     address = (template.address or DEFAULT_ADDRESS).rstrip("/")
     return NewRelic(
         address=address, credentials=required(secret, SECRET_KEYS, kind=KIND, where=where(template))
-    )
-
-
-def build(template: MetricTemplate, secret: Mapping[str, str], *, timeout: float, wall: Wall) -> HttpProvider:
-    shapes = spec(template, secret)
-    return HttpProvider(
-        shapes,
-        address=shapes.address,
-        window_factor=WINDOW_FACTOR,
-        timeout=timeout,
-        insecure_skip_verify=template.insecure_skip_verify,
-        wall=wall,
     )

@@ -1,14 +1,11 @@
-"""What every HTTP metrics provider other than Prometheus shares: the request as data, sending it, errors.
+"""Sending a provider's request and mapping its failures: the HTTP metrics providers other than Prometheus.
 
-Owns: `HttpQuery` (one request exactly as it is sent: method, URL, parameters, headers, body; and
-`shown()`, the same with every credential replaced by `<secret KEY>`, for `plan`), `Spec` (what a
-provider module supplies: how a query becomes a request, how an answer becomes a number),
-`HttpProvider` (the `ports.MetricsProvider` over a `Spec`: a per-attempt timeout, one quick
-reconnect like Prometheus', the metric's interval bound with `for_interval`), `windowed` (how
-`measure` binds a provider to a metric's interval), and the one mapping of HTTP failures to provider
-errors: unreachable, timed out, auth refused (401/403), rate limited (429), other >= 400, a body
-that is not what the provider documents. No answer is ever a failed check: only `NoValuesFound`
-(which follows `onNoData`) is.
+Owns: `HttpProvider` (the `ports.MetricsProvider` over a `request.Spec`: a per-attempt timeout, one
+quick reconnect like Prometheus', the metric's interval bound with `for_interval`), and the one
+mapping of HTTP failures to provider errors: unreachable, timed out, auth refused (401/403), rate
+limited (429), other >= 400, a body that is not what the provider documents — each with its status,
+never quoting a credential. No answer is ever a failed check: only `NoValuesFound` (which follows
+`onNoData`) is.
 Must not: render templates, judge values, count errors, or retry beyond one reconnect.
 """
 
@@ -16,120 +13,23 @@ from __future__ import annotations
 
 import math
 import time
-import urllib.parse
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
 
 import requests
 import tenacity
 import urllib3
 
-from step.errors import MetricError, SpecError, one_line
-from step.ports import MetricsProvider
+from step.errors import MetricError, one_line
+from step.metrics.request import HttpQuery, Spec, Window, interval_seconds, secret_marker
 from step.retrying import RetryPolicy, retrying
-from step.spec.durations import parse_duration
-from step.spec.model import DEFAULT_METRIC_INTERVAL, MetricTemplate
+from step.spec.model import DEFAULT_METRIC_INTERVAL
 
 DEFAULT_TIMEOUT_SECONDS = 5.0  # Flagger's providers' client timeout
 RECONNECT_ONCE = RetryPolicy(
     attempts=2, backoff_base=0.0, backoff_cap=0.0, jitter=0.0, deadline=math.inf, retry_after_cap=0.0
 )
 MAX_QUOTED = 300
-
-
-Wall = Callable[[], float]  # seconds since the epoch: where a query's time window ends
-
-
-def where(template: MetricTemplate) -> str:
-    return f"MetricTemplate {template.namespace}/{template.name}"
-
-
-def address_of(template: MetricTemplate, kind: str) -> str:
-    """The template's `provider.address`, required by the providers that have no default."""
-    if not template.address:
-        raise SpecError(f"{where(template)}: {kind} needs spec.provider.address")
-    if "://" not in template.address:
-        raise SpecError(f"{where(template)}: {kind} address {template.address!r} is not a URL")
-    return template.address.rstrip("/")
-
-
-def secret_marker(key: str) -> str:
-    """What a credential's value is replaced by where it may be shown."""
-    return f"<secret {key}>"
-
-
-@dataclass(frozen=True, kw_only=True)
-class HttpQuery:
-    method: str
-    url: str  # without the query string
-    params: tuple[tuple[str, str], ...] = ()
-    headers: tuple[tuple[str, str], ...] = ()
-    body: str | None = None
-    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> value, to mask
-
-    @property
-    def full_url(self) -> str:
-        return self.url + ("?" + urllib.parse.urlencode(self.params) if self.params else "")
-
-    def shown(self) -> dict[str, Any]:
-        """The request as `plan` shows it: exact, with each credential replaced by `<secret KEY>`."""
-
-        def mask(text: str) -> str:
-            for key, value in sorted(self.secrets.items(), key=lambda kv: -len(kv[1])):
-                if value:
-                    text = text.replace(value, secret_marker(key))
-            return text
-
-        shown: dict[str, Any] = {"method": self.method, "url": mask(self.full_url)}
-        if self.headers:
-            shown["headers"] = {k: mask(v) for k, v in self.headers}
-        if self.body is not None:
-            shown["body"] = mask(self.body)
-        return shown
-
-
-@dataclass(frozen=True, kw_only=True)
-class Window:
-    """The time range a query covers: `now` minus `seconds`, as each provider's API wants it."""
-
-    seconds: float
-    now: float | None  # None: for `plan`, where the times are shown symbolically
-
-    def start(self, *, scale: int = 1) -> str:
-        if self.now is None:
-            return f"<now-{self.seconds:g}s>" if scale == 1 else f"<now-{self.seconds:g}s in ms>"
-        return str(int(self.now * scale) - int(self.seconds * scale))
-
-    def end(self, *, scale: int = 1) -> str:
-        if self.now is None:
-            return "<now>" if scale == 1 else "<now in ms>"
-        return str(int(self.now * scale))
-
-
-class Spec(Protocol):
-    """One provider's request and answer shapes."""
-
-    @property
-    def name(self) -> str:
-        """How messages name the provider: `Datadog`."""
-        ...
-
-    def request(self, query: str, window: Window) -> HttpQuery: ...
-
-    def online_request(self) -> HttpQuery: ...
-
-    def value(self, response: requests.Response) -> float:
-        """The number in an OK answer. Raises NoValuesFound or MetricError."""
-        ...
-
-
-def interval_seconds(interval: str) -> float:
-    try:
-        return parse_duration(interval)
-    except ValueError as err:
-        raise MetricError(f"error parsing metric interval: {err}") from None
 
 
 def _worth_reconnecting(err: BaseException) -> bool:
@@ -255,22 +155,3 @@ class HttpProvider:
             text = f"{where} is rate limiting: HTTP 429" + (f" (Retry-After {after})" if after else "")
             raise MetricError(text, status=status)
         raise MetricError(f"error response: Status {status}: {body}", status=status)
-
-
-def windowed(provider: MetricsProvider, interval: str) -> MetricsProvider:
-    """The provider bound to a metric's interval, for providers whose request covers a time range."""
-    bind = getattr(provider, "for_interval", None)
-    if callable(bind):
-        bound: MetricsProvider = bind(interval)
-        return bound
-    return provider
-
-
-def required(secret: Mapping[str, str], keys: Sequence[str], *, kind: str, where: str) -> dict[str, str]:
-    """The credentials `keys` (Flagger's key names) from a template's Secret, or a SpecError."""
-    missing = [k for k in keys if not secret.get(k)]
-    if missing:
-        raise SpecError(
-            f"{where}: {kind} credentials do not contain {', '.join(missing)} (the secretRef's keys)"
-        )
-    return {k: secret[k] for k in keys}

@@ -18,13 +18,14 @@ import json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from step.errors import MetricError, NoValuesFound
-from step.metrics.remote import HttpProvider, HttpQuery, Wall, Window, address_of, required, where
+from step.metrics.request import HttpQuery, Window, address_of, required, where
 from step.spec.model import MetricTemplate
+
+if TYPE_CHECKING:
+    import requests
 
 KIND = "splunk"
 SECRET_KEYS = ("sf_token_key",)
@@ -109,16 +110,4 @@ def spec(template: MetricTemplate, secret: Mapping[str, str]) -> Splunk:
     address = address_of(template, KIND)
     return Splunk(
         address=address, credentials=required(secret, SECRET_KEYS, kind=KIND, where=where(template))
-    )
-
-
-def build(template: MetricTemplate, secret: Mapping[str, str], *, timeout: float, wall: Wall) -> HttpProvider:
-    shapes = spec(template, secret)
-    return HttpProvider(
-        shapes,
-        address=shapes.address,
-        window_factor=WINDOW_FACTOR,
-        timeout=timeout,
-        insecure_skip_verify=template.insecure_skip_verify,
-        wall=wall,
     )

@@ -19,13 +19,14 @@ import importlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import requests
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from step.errors import MetricError, NoValuesFound, SpecError, one_line
-from step.metrics.remote import HttpProvider, HttpQuery, Wall, Window, where
+from step.metrics.request import HttpQuery, Window, where
 from step.spec.model import MetricTemplate
+
+if TYPE_CHECKING:
+    import requests
 
 KIND = "stackdriver"
 DEFAULT_ADDRESS = "https://monitoring.googleapis.com"
@@ -88,7 +89,7 @@ class _Token:
         return (("Authorization", f"Bearer {self._credentials.token}"),)
 
 
-def _credentials(key: str | None, where_: str) -> Callable[[], Sequence[tuple[str, str]]]:
+def token_headers(key: str | None, where_: str) -> Callable[[], Sequence[tuple[str, str]]]:
     try:  # the optional extra canary-step[gcp], imported only when a template asks for it
         auth: Any = importlib.import_module("google.auth")
         transport: Any = importlib.import_module("google.auth.transport.requests")
@@ -117,15 +118,3 @@ def spec(template: MetricTemplate, secret: Mapping[str, str]) -> Stackdriver:
             f"{where(template)}: stackdriver credentials do not contain project (the secretRef's keys)"
         )
     return Stackdriver(address=(template.address or DEFAULT_ADDRESS).rstrip("/"), project=project)
-
-
-def build(template: MetricTemplate, secret: Mapping[str, str], *, timeout: float, wall: Wall) -> HttpProvider:
-    shapes = spec(template, secret)
-    return HttpProvider(
-        shapes,
-        address=shapes.address,
-        timeout=timeout,
-        insecure_skip_verify=template.insecure_skip_verify,
-        wall=wall,
-        auth=_credentials(secret.get("serviceAccountKey"), where(template)),
-    )

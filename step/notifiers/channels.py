@@ -23,13 +23,12 @@ from typing import Any
 from step.analysis.records import TickRecord
 from step.errors import InfrastructureError, SpecError, StepError
 from step.notifiers.alerts import alert_of
-from step.notifiers.payloads import CHANNEL_TYPES, NOTIFIER_TYPES, payload, post_address
+from step.notifiers.payloads import NOTIFIER_TYPES, payload, post_address
+from step.notifiers.preview import DEFAULT_CHANNEL, DEFAULT_USERNAME
 from step.notifiers.sender import ChatSender, Delivery
 from step.ports import Event, EventSink, alert_matches
 from step.spec.model import AlertProvider, Canary
 
-DEFAULT_USERNAME = "flagger"  # Flagger's -slack-user default and the AlertProvider default
-DEFAULT_CHANNEL = "general"
 EVENT_BUDGET_SECONDS = 5.0  # the most one event's alerts may delay the run (all channels at once)
 
 SecretReader = Callable[[str, str], Mapping[str, str]]  # (namespace, name) -> data; raises NotFound
@@ -140,38 +139,6 @@ def channels_for(
             )
         )
     return tuple(channels)
-
-
-def planned_alerts(
-    canary: Canary, providers: Mapping[tuple[str, str], AlertProvider]
-) -> list[dict[str, str]]:
-    """What `plan` shows of `analysis.alerts`: who gets which severity, where its address comes from —
-    never the address itself."""
-    planned = []
-    for alert in canary.analysis.alerts:
-        ns = alert.provider_ref.namespace or canary.namespace
-        provider = providers.get((ns, alert.provider_ref.name))
-        entry = {
-            "name": alert.name,
-            "severity": alert.severity or "(empty: gets nothing, as in Flagger)",
-            "provider": f"AlertProvider {ns}/{alert.provider_ref.name}",
-        }
-        if provider is None:
-            entry["type"] = "(not in the files: `run` refuses it)"
-        else:
-            entry["type"] = provider.type
-            if provider.type in CHANNEL_TYPES:
-                entry["channel"] = provider.channel or DEFAULT_CHANNEL
-                entry["username"] = provider.username or DEFAULT_USERNAME
-            entry["address"] = (
-                f"from secret {provider.secret_ref.name} (key address)"
-                if provider.secret_ref
-                else "in the spec"
-            )
-            if provider.proxy:
-                entry["proxy"] = "set"
-        planned.append(entry)
-    return planned
 
 
 @dataclass(frozen=True, kw_only=True)

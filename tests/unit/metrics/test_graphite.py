@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from step.errors import MetricError, NoValuesFound
-from step.metrics import graphite
 from step.metrics.measure import measure
-from step.metrics.provider import provider_for
+from step.metrics.provider import build_provider, provider_for
 from step.spec.model import Analysis, Canary, Metric, MetricTemplate, TemplateRef
 
 CARBON = "/usr/bin/carbon-cache"
@@ -174,7 +173,7 @@ def _feed(server: Graphite, series: dict[str, list[float]]) -> None:
 
 def test_the_last_value_of_a_real_series(real_graphite: Graphite) -> None:
     _feed(real_graphite, {"app.podinfo-00002.errors": [1.0, 2.0, 3.0, 4.5]})
-    provider = graphite.build(_template(real_graphite.url), {}, timeout=5.0, wall=time.time)
+    provider = build_provider(_template(real_graphite.url), {}, timeout=5.0, wall=time.time)
     assert provider.query("target=app.podinfo-00002.errors\n  &from=-2min") == 4.5
     assert provider.is_online()
 
@@ -204,13 +203,13 @@ def test_a_template_renders_the_revision_and_a_function_answers(real_graphite: G
 
 
 def test_no_series_is_no_data_and_a_bad_query_is_a_provider_error(real_graphite: Graphite) -> None:
-    provider = graphite.build(_template(real_graphite.url), {}, timeout=5.0, wall=time.time)
+    provider = build_provider(_template(real_graphite.url), {}, timeout=5.0, wall=time.time)
     with pytest.raises(NoValuesFound):
         provider.query("target=app.never-sent.errors&from=-1min")
     with pytest.raises(MetricError) as caught:
         provider.query("target=noSuchFunction(app.x)&from=-1min")
     assert not isinstance(caught.value, NoValuesFound)
-    down = graphite.build(_template(f"http://127.0.0.1:{_free_port()}"), {}, timeout=1.0, wall=time.time)
+    down = build_provider(_template(f"http://127.0.0.1:{_free_port()}"), {}, timeout=1.0, wall=time.time)
     with pytest.raises(MetricError, match="is unreachable"):
         down.query("target=a")
     assert not down.is_online()

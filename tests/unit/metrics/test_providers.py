@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from step.errors import MetricError, NoValuesFound, SpecError
 from step.metrics import datadog, dynatrace, graphite, influxdb, newrelic, splunk, stackdriver
 from step.metrics.measure import measure
-from step.metrics.provider import preview, provider_for
+from step.metrics.preview import preview
+from step.metrics.provider import build_provider, provider_for
 from step.spec.model import Analysis, Canary, Metric, MetricTemplate, SecretRef, TemplateRef
 
 NOW = 1_700_000_000.0
@@ -111,7 +112,9 @@ def template(kind: str, address: str | None, *, secret: bool = True, query: str 
 
 
 def build(module: Any, tpl: MetricTemplate, secret: dict[str, str]) -> Any:
-    return module.build(tpl, secret, timeout=2.0, wall=lambda: NOW)
+    """The provider `run` builds for `tpl` (the module names which one the test is about)."""
+    assert tpl.provider_type == module.KIND
+    return build_provider(tpl, secret, timeout=2.0, wall=lambda: NOW)
 
 
 # ----------------------------------------------------------------------------- Datadog
