@@ -19,11 +19,11 @@ Strategy:          canary
 Weight schedule:   0 -> 10 -> 20 -> 30 -> 40 -> 50 -> promote
 Interval:          15s; threshold 15 failed checks
 Analysis ticks:    6 (5 evaluate metrics; the first does not)
-Before tick 0:     the canary revision must be Ready within 60s (progressDeadlineSeconds), else rollback
-Times below count from tick 0, the first analysis tick, with every gate open:
-  earliest promotion: 1m15s (tick 5)
-  earliest rollback:  4m0s (tick 16)
-  latest rollback:    5m0s (tick 20)
+Before tick 1:     the canary revision must be Ready within 60s (progressDeadlineSeconds), else rollback
+Times below count from t = 0, tick 1 (the first analysis tick), with every gate open:
+  earliest promotion: 1m15s (tick 6)
+  earliest rollback:  4m0s (tick 17)
+  latest rollback:    5m0s (tick 21)
 Webhooks, in the order they fire:
   1. load-test (rollout) http://flagger-loadtester.test/
      on every tick after the first, before the metrics; a failure is a failed check
@@ -74,11 +74,11 @@ def test_the_seed_plan_as_json() -> None:
     assert code == 0
     data = json.loads(out)
     assert data["schedule"] == [0, 10, 20, 30, 40, 50]
-    assert data["schedule_text"] == "0 -> 10 -> 20 -> 30 -> 40 -> 50 -> promote"
-    assert (data["ticks"], data["metric_ticks"]) == (6, 5)
-    assert data["earliest_promotion_seconds"] == 75.0
-    assert (data["earliest_rollback_seconds"], data["latest_rollback_seconds"]) == (240.0, 300.0)
-    assert data["canary_revision"] == "<canary-revision>"
+    assert data["scheduleText"] == "0 -> 10 -> 20 -> 30 -> 40 -> 50 -> promote"
+    assert (data["ticks"], data["metricTicks"]) == (6, 5)
+    assert data["earliestPromotionSeconds"] == 75.0
+    assert (data["earliestRollbackSeconds"], data["latestRollbackSeconds"]) == (240.0, 300.0)
+    assert data["canaryRevision"] == "<canary-revision>"
     assert [m["name"] for m in data["metrics"]] == ["request-success-rate", "request-duration"]
     assert 'envoy_cluster_name=~"test/<canary-revision>"' in data["metrics"][0]["query"]
     assert data["webhooks"][0]["type"] == "rollout"
@@ -115,9 +115,9 @@ def test_timing_follows_flaggers_rules(tmp_path: Path, analysis: str, expected: 
     assert (
         data["schedule"],
         data["ticks"],
-        data["earliest_promotion_seconds"],
-        data["earliest_rollback_seconds"],
-        data["latest_rollback_seconds"],
+        data["earliestPromotionSeconds"],
+        data["earliestRollbackSeconds"],
+        data["latestRollbackSeconds"],
     ) == expected
 
 
@@ -128,21 +128,21 @@ def test_pre_rollout_hooks_can_fail_on_tick_0(tmp_path: Path) -> None:
         " webhooks: [{name: smoke, type: pre-rollout, url: 'http://t/'}]}",
     )
     # Only the pre-rollout hook can fail: N failures on ticks 0..N-1, rollback on tick N.
-    assert (data["earliest_rollback_seconds"], data["latest_rollback_seconds"]) == (30.0, 30.0)
+    assert (data["earliestRollbackSeconds"], data["latestRollbackSeconds"]) == (30.0, 30.0)
     data = plan_json(
         tmp_path,
         "{interval: 10s, threshold: 3, stepWeight: 25, maxWeight: 50, metrics: [{name: request-duration}],"
         " webhooks: [{name: smoke, type: pre-rollout, url: 'http://t/'}]}",
     )
-    assert (data["earliest_rollback_seconds"], data["latest_rollback_seconds"]) == (30.0, 50.0)
+    assert (data["earliestRollbackSeconds"], data["latestRollbackSeconds"]) == (30.0, 50.0)
 
 
 def test_blue_green_and_skip_analysis(tmp_path: Path) -> None:
     data = plan_json(
         tmp_path, "{interval: 10s, threshold: 2, iterations: 4, metrics: [{name: request-duration}]}"
     )
-    assert (data["strategy"], data["schedule_text"]) == ("blue-green", "0 for 4 iterations -> promote")
-    assert (data["ticks"], data["earliest_promotion_seconds"], data["latest_rollback_seconds"]) == (
+    assert (data["strategy"], data["scheduleText"]) == ("blue-green", "0 for 4 iterations -> promote")
+    assert (data["ticks"], data["earliestPromotionSeconds"], data["latestRollbackSeconds"]) == (
         5,
         40.0,
         60.0,
@@ -150,7 +150,7 @@ def test_blue_green_and_skip_analysis(tmp_path: Path) -> None:
     data = plan_json(
         tmp_path, "{interval: 10s, threshold: 2, stepWeight: 10}", extra="  skipAnalysis: true\n"
     )
-    assert (data["strategy"], data["earliest_promotion_seconds"], data["earliest_rollback_seconds"]) == (
+    assert (data["strategy"], data["earliestPromotionSeconds"], data["earliestRollbackSeconds"]) == (
         "skip-analysis",
         0.0,
         None,
@@ -193,7 +193,7 @@ def test_template_metrics_are_rendered_with_their_variables(tmp_path: Path) -> N
     assert code == 0
     error_rate = json.loads(out)["metrics"][0]
     assert error_rate["source"] == "template test/error-rate"
-    assert error_rate["on_no_data"] == "ignore"
+    assert error_rate["onNoData"] == "ignore"
     assert error_rate["query"].startswith(
         '100 - sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002"'
     )
