@@ -87,7 +87,11 @@ def alert_of(event: Event, canary: Canary, *, ticks: Sequence[TickRecord] = ()) 
     if text in (msg.new_revision_scaling_up(*target), msg.new_revision_restarting(*target)):
         message = "New revision detected, progressing canary analysis."
         return Alert(message=message, severity=event.alert, fields=canary_fields(canary))
-    if text.startswith(msg.waiting_for_approval(*who, "")):
+    approval = msg.waiting_for_approval(*who, "")
+    if text.startswith(approval):
+        hook = text[len(approval) :]
+        if any(h.name == hook and h.mute_alert for h in canary.analysis.webhooks):
+            return None  # Flagger: a confirm-rollout hook with muteAlert halts without alerting
         return Alert(message="Canary is waiting for approval.", severity=event.alert)
     threshold_prefix = msg.threshold_reached(*who, 0)[:-1]
     if text.startswith(threshold_prefix):

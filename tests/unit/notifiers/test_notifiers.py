@@ -28,7 +28,16 @@ from step.notifiers.payloads import post_address
 from step.notifiers.sender import ChatSender
 from step.ports import Event, EventType, FanOut, Severity
 from step.retrying import RetryPolicy
-from step.spec.model import Alert, AlertProvider, Analysis, Canary, SecretRef, TemplateRef
+from step.spec.model import (
+    Alert,
+    AlertProvider,
+    Analysis,
+    Canary,
+    SecretRef,
+    TemplateRef,
+    Webhook,
+    WebhookType,
+)
 
 CANARY = Canary(
     name="podinfo",
@@ -493,3 +502,20 @@ def test_the_proxy_is_used(serve: Any) -> None:
     ((path, _, body),) = proxy.received
     assert path == target  # a forward proxy gets the absolute URI
     assert body["attachments"][0]["text"] == "New revision detected, progressing canary analysis."
+
+
+def test_a_muted_confirm_rollout_hook_halts_without_an_alert() -> None:
+    hooks = (
+        Webhook(
+            name="quiet-gate", url="http://127.0.0.1:1/", type=WebhookType.CONFIRM_ROLLOUT, mute_alert=True
+        ),
+        Webhook(name="loud-gate", url="http://127.0.0.1:1/", type=WebhookType.CONFIRM_ROLLOUT),
+    )
+    canary = Canary(
+        name="podinfo", namespace="test", target_name="podinfo", analysis=Analysis(webhooks=hooks)
+    )
+    quiet = event(msg.waiting_for_approval("podinfo", "test", "quiet-gate"), Severity.WARN, "Warning")
+    loud = event(msg.waiting_for_approval("podinfo", "test", "loud-gate"), Severity.WARN, "Warning")
+    assert alert_of(quiet, canary) is None
+    found = alert_of(loud, canary)
+    assert found is not None and found.message == "Canary is waiting for approval."
