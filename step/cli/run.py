@@ -195,7 +195,8 @@ def _canary_ref(ctx: click.Context, param: click.Parameter, value: str | None) -
     callback=_duration,
     default="60s",
     help="How long to wait, after each traffic write, for the Service's status to show the split "
-    "(observedGeneration, Ready, status.traffic) before the write counts as failed.",
+    "(observedGeneration at the written generation, RoutesReady True, status.traffic as written) "
+    "before the write counts as failed.",
 )
 @_opt(
     "--lock-wait",

@@ -99,3 +99,12 @@ def test_ticks_are_numbered_from_1_and_plan_counts_what_run_counts() -> None:
     assert planned["ticks"] == world.state.iterations == 6  # the `iterations` result of that run
     assert [t.index for t in world.ticks] == [1, 2, 3, 4, 5, 6]  # run's tick lines and the report's
     assert world.ticks[-1].index == promotion_tick
+
+
+def test_help_and_docs_agree_on_what_the_traffic_wait_waits_for() -> None:
+    help_text = " ".join(CliRunner().invoke(cli, ["run", "--help"]).stdout.split())
+    assert "(observedGeneration at the written generation, RoutesReady True, status.traffic as written)" in (
+        help_text
+    )
+    adapters = " ".join((ROOT / "docs/adapters.md").read_text().split())
+    assert "`RoutesReady=True`, and `status.traffic` equal to" in adapters
