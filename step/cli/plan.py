@@ -46,6 +46,7 @@ from step.cli._common import (
 from step.errors import ExitCode, SpecError
 from step.metrics.preview import preview
 from step.notifiers.preview import planned_alerts
+from step.spec.advice import no_data_advice
 from step.spec.durations import format_duration
 from step.spec.loader import LoadedSpec, load_files
 from step.spec.model import Canary, Metric, WebhookType
@@ -404,7 +405,7 @@ def plan(
                 message=f"plan needs exactly one Canary, found {len(loaded.canaries)} ({found})",
             )
         )
-    for note in loaded.notes:
+    for note in [*loaded.notes, *no_data_advice(loaded)]:
         echo_err(f"note: {note}")
     if problems:
         for problem in problems:

@@ -21,6 +21,7 @@ from step.cli._common import (
     templates_from_cluster_option,
 )
 from step.errors import ExitCode
+from step.spec.advice import no_data_advice
 from step.spec.loader import load_files
 from step.spec.problems import sort_key
 from step.spec.rules import run_notes, run_support_problems
@@ -73,7 +74,7 @@ def validate(
     """
     loaded = load_files(files, templates_from_cluster=templates_from_cluster, default_namespace=namespace)
     unsupported = run_support_problems(loaded)
-    notes = sorted([*loaded.notes, *run_notes(loaded)], key=sort_key)
+    notes = sorted([*loaded.notes, *run_notes(loaded), *no_data_advice(loaded)], key=sort_key)
     problems = [*loaded.problems, *query_problems(loaded)]
     if against == "run":
         problems.extend(unsupported)
