@@ -10,6 +10,7 @@ the control plane itself.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -28,7 +29,8 @@ def control_plane() -> Iterator[ControlPlane]:
     from tests.cluster.binaries import BinaryError  # noqa: PLC0415
 
     try:
-        plane = ControlPlane.start()
+        # KNATIVE=real runs the session on real Knative Serving (opt-in; tests.cluster.knative_real).
+        plane = ControlPlane.start(knative=os.environ.get("KNATIVE") or "sim")
     except BinaryError as error:
         pytest.fail(f"the local control plane cannot start: {error}", pytrace=False)
     try:
