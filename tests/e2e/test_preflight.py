@@ -122,7 +122,7 @@ CAUSES = [
         "a malformed webhook URL",
         2,
         "invalid-spec",
-        "spec.analysis.webhooks[0].url: 'http://:8080/gate' is not an absolute http:// or https:// URL",
+        "spec.analysis.webhooks[2].url: 'http://:8080/gate' is not an absolute http:// or https:// URL",
         spec=_webhook("http://:8080/gate"),
     ),
     Cause(
