@@ -173,6 +173,44 @@ def build_kube_apiserver(bin_dir: Path, *, log: Log = _stderr) -> Path:
         return target
 
 
+def go_tool(name: str, package: str, module_dir: Path, *, log: Log = _stderr) -> Path:
+    """A Go tool built from ``package`` in the module at ``module_dir``, cached in the project cache.
+
+    Keyed, like kube-apiserver, by what it is built from (go.mod, go.sum and the module's own .go files):
+    a change to any of them rebuilds it; otherwise nothing is built. Used for the pipeline tests' tools.
+    """
+    digest = hashlib.sha256(package.encode())
+    for source in sorted([module_dir / "go.mod", module_dir / "go.sum", *module_dir.rglob("*.go")]):
+        digest.update(str(source.relative_to(module_dir)).encode() + b"\0" + source.read_bytes())
+    key = digest.hexdigest()
+    bin_dir = cache_dir() / "bin"
+    target, key_file = bin_dir / name, bin_dir / f"{name}.key"
+    with _locked(bin_dir / f".{name}.lock"):
+        if _executable(target) and key_file.is_file() and key_file.read_text().strip() == key:
+            return target
+        go = shutil.which("go")
+        if go is None:
+            raise BinaryError(f"{name} is not in {bin_dir}, and there is no Go toolchain (`go`) to build it")
+        partial = bin_dir / f".{name}.{os.getpid()}.partial"
+        log(f"building {name} from {module_dir} ({package}); the first build downloads its modules")
+        started = time.monotonic()
+        try:
+            result = subprocess.run(  # noqa: PLW1510 - the exit code is checked below
+                [go, "build", "-trimpath", "-o", str(partial), package],
+                cwd=module_dir,
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                raise BinaryError(f"`go build {package}` in {module_dir} failed:\n{result.stderr[-3000:]}")
+            os.replace(partial, target)
+            key_file.write_text(key + "\n")
+        finally:
+            partial.unlink(missing_ok=True)
+        log(f"built {name} in {time.monotonic() - started:.1f} s -> {target}")
+        return target
+
+
 def _find_kube_apiserver(*, build: bool, log: Log) -> Path:
     assets = os.environ.get("KUBEBUILDER_ASSETS", "").strip()
     if assets:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.cluster.binaries import BinaryError, go_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_TOOLS = ROOT / "tests" / "pipeline_schemas"
@@ -25,12 +26,10 @@ def tool_run(cmd: list[str | Path], **kw: Any) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="session")
-def go_tools(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Built once per session; Go's build cache makes a rebuild take seconds (the first, minutes)."""
-    go = shutil.which("go")
-    assert go, "the Go toolchain is needed to build the Tekton validator, pipeline-eval and actionlint"
-    out = tmp_path_factory.mktemp("go-tools")
-    for name, target in GO_TOOLS.items():
-        built = tool_run([go, "build", "-o", out / name, target], cwd=SCHEMA_TOOLS, timeout=1800)
-        assert built.returncode == 0, built.stderr
-    return {name: out / name for name in GO_TOOLS}
+def go_tools() -> dict[str, Path]:
+    """Built once and cached like kube-apiserver (tests.cluster.binaries.go_tool): rebuilt only when
+    tests/pipeline_schemas changes; the first build downloads the modules (minutes), later ones none."""
+    try:
+        return {name: go_tool(name, package, SCHEMA_TOOLS) for name, package in GO_TOOLS.items()}
+    except BinaryError as error:
+        pytest.fail(str(error))
