@@ -520,6 +520,7 @@ def test_metric_template_with_basic_auth(step: Step, password: str, code: int) -
             }
         ]
         step.deploy(f"{PODINFO}:6.0.1")
+        events_before = step.events()
         result = step.run(canary_spec(ns, step_weight=25, metrics=metrics), template)
     finally:
         proxy.stop()
@@ -533,7 +534,7 @@ def test_metric_template_with_basic_auth(step: Step, password: str, code: int) -
         assert f"MetricTemplate {ns}/error-rate: error response: Status 401" in result.stderr
         assert "the credentials were refused: check the secretRef" in result.stderr
         assert result.stderr.rstrip().endswith("Traffic: untouched. Exit 2.")
-        assert step.annotation() is None and step.events() == []
+        assert step.annotation() == "podinfo-00001" and step.events() == events_before
         assert step.traffic() == {"podinfo-00001": 100}
 
 
