@@ -81,7 +81,7 @@ OUTCOMES = [
     Outcome("0 initialized", 0, Decision.INITIALIZED, Reason.INITIALIZED),
     Outcome("0 skipped, already-promoted", 0, Decision.SKIPPED, Reason.ALREADY_PROMOTED),
     Outcome("2 invalid spec", 2, Decision.FAILED, Reason.INVALID_SPEC),
-    Outcome("2 usage error (no results)", 2),
+    Outcome("2 usage error (only the launcher's defaults)", 2),
     Outcome("3 rolled back", 3, Decision.ROLLED_BACK, Reason.FAILED_CHECKS),
     Outcome("4 infrastructure", 4, Decision.FAILED, Reason.INFRASTRUCTURE),
     Outcome("4 locked", 4, Decision.FAILED, Reason.LOCKED),
@@ -593,17 +593,9 @@ def _write_docs(tool: Path) -> None:
 
 
 if __name__ == "__main__":
-    import shutil
-    import tempfile
-
+    from tests.cluster.binaries import go_tool
     from tests.ship.conftest import GO_TOOLS, SCHEMA_TOOLS
 
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python -m tests.ship.test_pipeline_outcomes --write")
-    with tempfile.TemporaryDirectory() as bindir:
-        tool = Path(bindir) / "pipeline-eval"
-        go = shutil.which("go") or sys.exit("needs the Go toolchain")
-        subprocess.run(
-            [go, "build", "-o", str(tool), GO_TOOLS["pipeline-eval"]], cwd=SCHEMA_TOOLS, check=True
-        )
-        _write_docs(tool)
+    _write_docs(go_tool("pipeline-eval", GO_TOOLS["pipeline-eval"], SCHEMA_TOOLS))
