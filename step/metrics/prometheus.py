@@ -3,7 +3,9 @@
 Owns: `PrometheusProvider` — `GET <address>/api/v1/query?query=...` with a timeout, bearer or basic
 auth and extra headers; Flagger's result handling (flagger-semantics 3.3): the last vector value
 wins, a range vector is an error, an empty result or NaN is `NoValuesFound`, HTTP >= 400 is
-`MetricError("error response: Status N ...")`; and `is_online()` (`vector(1)` must return 1).
+`MetricError("error response: Status N ...")`; `is_online()` (`vector(1)` must return 1); and
+`samples`, the values of one series over a window at a fixed step (`/api/v1/query_range`, for the
+statistical judge: NaN points dropped, an empty result is no samples).
 Must not: apply thresholds, count failures, render query templates, or retry more than one quick
 reconnect (`RECONNECT_ONCE`, run by `step.retrying`; the engine counts consecutive provider errors
 itself).
@@ -80,6 +82,22 @@ class PrometheusProvider:
         payload = self._get(promql)
         return _value_of(payload)
 
+    def samples(self, promql: str, *, window_seconds: float, step_seconds: float) -> list[float]:
+        """The query's values over the last `window_seconds`, one every `step_seconds` (a range query
+        ending now). An empty result is `[]`; NaN points (0/0 while a revision had no requests) are
+        dropped; more than one series is a MetricError, as for `query`."""
+        if window_seconds <= 0 or step_seconds <= 0:
+            raise MetricError(
+                f"a range query needs a positive window and step ({window_seconds}, {step_seconds})"
+            )
+        end = time.time()
+        payload = self._get(
+            promql,
+            path="query_range",
+            extra={"start": f"{end - window_seconds:.3f}", "end": f"{end:.3f}", "step": f"{step_seconds:g}"},
+        )
+        return _values_of(payload)
+
     def is_online(self) -> bool:
         """Flagger's check: `vector(1)` answers 1. The reason for a False is kept in `last_error`."""
         try:
@@ -93,16 +111,17 @@ class PrometheusProvider:
         self.last_error = None
         return True
 
-    def _get(self, promql: str) -> Mapping[str, Any]:
-        url = f"{self.address}/api/v1/query"
+    def _get(
+        self, promql: str, *, path: str = "query", extra: Mapping[str, str] | None = None
+    ) -> Mapping[str, Any]:
+        url = f"{self.address}/api/v1/{path}"
+        params = {"query": promql, **(extra or {})}
 
         def send() -> requests.Response:
             with warnings.catch_warnings():
                 # insecureSkipVerify was asked for explicitly; urllib3 need not warn on every query.
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                return self._session.get(
-                    url, params={"query": promql}, timeout=self._timeout, verify=self._verify
-                )
+                return self._session.get(url, params=params, timeout=self._timeout, verify=self._verify)
 
         loop = retrying(
             self._retry,
@@ -172,6 +191,34 @@ def _value_of(payload: Mapping[str, Any]) -> float:
     if value is None or math.isnan(value):
         raise NoValuesFound("no values found")
     return value
+
+
+def _values_of(payload: Mapping[str, Any]) -> list[float]:
+    """A range query's values (a matrix of at most one series), NaN dropped."""
+    data = payload.get("data")
+    if payload.get("status") not in (None, "success") or not isinstance(data, Mapping):
+        raise MetricError(f"unexpected Prometheus answer: {dict(payload)!r:.300}")
+    result = data.get("result")
+    if data.get("resultType") != "matrix" or not isinstance(result, list):
+        raise MetricError(f"unexpected Prometheus range result: {result!r:.200}")
+    if len(result) > 1:
+        raise MetricError(
+            f"{len(result)} series returned; a compared query must return one series per revision"
+        )
+    if not result:
+        return []
+    series = result[0]
+    points = series.get("values") if isinstance(series, Mapping) else None
+    if not isinstance(points, list):
+        raise MetricError(f"unexpected Prometheus result entry: {series!r:.200}")
+    values = []
+    for point in points:
+        if not isinstance(point, list) or len(point) != 2:
+            raise MetricError(f"unexpected Prometheus sample: {point!r:.100}")
+        value = _float(point[1])
+        if not math.isnan(value):
+            values.append(value)
+    return values
 
 
 def _float(raw: Any) -> float:
