@@ -81,7 +81,7 @@ def test_a_second_run_waits_and_finds_its_revision_promoted(runs: Runs) -> None:
     """Two quick merges start two runs 3 s apart for podinfo-00002: one promotes, the other says so."""
     ns = runs.namespace
     runs.steps[0].deploy(f"{PODINFO}:6.0.1")
-    spec = canary_spec(ns, interval="1s")
+    spec = canary_spec(ns, interval="2s")  # the second run must start while the first analyses
     first, second = runs.new("first"), runs.new("second")
     first.start(spec)
     wait_for(lambda: runs.holder() is not None, timeout=30, what="the first run holds the lease")
