@@ -3,7 +3,9 @@
 Owns: `thresholdRange` semantics (min fails when val < min, max fails when val > max, both bounds
 inclusive-OK), request-duration in milliseconds truncated like Go's `time.Duration`, the
 "no values found" policy (`onNoData`, with its grace while the canary's series is new:
-`in_no_data_grace`), and Flagger's exact halt texts for each kind of metric.
+`in_no_data_grace`), and Flagger's exact halt texts for each kind of metric. A `-vs-primary` metric's
+samples go to the statistical judge (`step.analysis.judge`); this module applies onNoData to its
+NoData the same way.
 Providers only measure (`step.metrics`); this module only judges.
 Must not: do I/O, read the clock, or count failed checks (the state machine does).
 """
@@ -14,6 +16,7 @@ import enum
 import math
 from dataclasses import dataclass
 
+from step.analysis.judge import Classification, Comparison, compare
 from step.spec.model import REQUEST_DURATION, SUCCESS_RATE, Metric, OnNoData
 
 # Flagger's metrics provider name for Knative targets, used in its "no values found" text.
@@ -37,6 +40,16 @@ class Reading:
     no_data: bool = False
     error: str = ""
     query: str = ""
+    # A compared (`-vs-primary`) metric's samples: the canary's (`query`) and the primary's.
+    canary_samples: tuple[float, ...] | None = None
+    primary_samples: tuple[float, ...] = ()
+    primary_query: str = ""
+
+    @classmethod
+    def sampled(
+        cls, canary: tuple[float, ...], primary: tuple[float, ...], *, query: str, primary_query: str
+    ) -> Reading:
+        return cls(canary_samples=canary, primary_samples=primary, query=query, primary_query=primary_query)
 
     @classmethod
     def of(cls, value: float, *, query: str = "") -> Reading:
@@ -55,6 +68,7 @@ class Reading:
 class Judgement:
     verdict: Verdict
     message: str  # the event text (Flagger's where Flagger has one), "" for a plain pass
+    comparison: Comparison | None = None  # a compared metric's classification
 
 
 def go_float(value: float) -> str:
@@ -137,6 +151,8 @@ def judge(
     grace: NoDataGrace | None = None,
 ) -> Judgement:
     """Judge one reading of `metric`. The texts are Flagger's (scheduler_metrics.go)."""
+    if metric.is_relative and reading.canary_samples is not None:
+        return _judge_compared(metric, reading, grace=grace)
     who = f"{canary_name}.{namespace}"
     builtin = metric.is_builtin
     if reading.no_data:
@@ -202,6 +218,33 @@ def judge(
 
 
 _PASS = Judgement(verdict=Verdict.PASS, message="")
+
+
+def _judge_compared(metric: Metric, reading: Reading, *, grace: NoDataGrace | None) -> Judgement:
+    """A `-vs-primary` metric: Pass is a pass; High or Low is FAIL with its comparison (the tick's
+    score decides whether that is a failed check: the state machine asks `judge.score`); NoData
+    follows onNoData as "no values found" does."""
+    assert reading.canary_samples is not None
+    try:
+        comparison = compare(metric, reading.canary_samples, reading.primary_samples)
+    except ValueError as err:
+        return Judgement(verdict=Verdict.ERROR, message=f"Metric {metric.name} is misconfigured: {err}")
+    text = f"{metric.name}: {comparison.text}"
+    if comparison.classification is Classification.PASS:
+        return Judgement(verdict=Verdict.PASS, message=text, comparison=comparison)
+    if comparison.classification is not Classification.NODATA:
+        return Judgement(verdict=Verdict.FAIL, message=text, comparison=comparison)
+    if metric.on_no_data is OnNoData.IGNORE:
+        return Judgement(
+            verdict=Verdict.IGNORED, message=f"{text}: ignored (onNoData: ignore)", comparison=comparison
+        )
+    if metric.on_no_data is OnNoData.FAIL and grace is not None and in_no_data_grace(grace):
+        return Judgement(
+            verdict=Verdict.IGNORED,
+            message=f"{text}: not counted yet, the canary has had traffic for {grace.traffic_seconds:.0f}s",
+            comparison=comparison,
+        )
+    return Judgement(verdict=Verdict.FAIL, message=f"Halt advancement {text}", comparison=comparison)
 
 
 def _fail(message: str) -> Judgement:

@@ -5,7 +5,9 @@ approximation with tie and continuity correction otherwise, as R's `wilcox.test`
 `mannwhitneyu` compute them); the classification of one metric (Pass, High, Low or NoData) at a
 stated confidence and allowed effect size, with the direction the metric may not move in; the
 minimum number of samples a test at that confidence can ever reject with (`min_samples`); and the
-score of a tick's classifications against Kayenta-style pass and marginal thresholds.
+score of a tick's classifications against Kayenta-style pass and marginal thresholds; and
+`relative_check`, the one reading of a `-vs-primary` metric's configuration from what a pruning CRD
+keeps (its name, thresholdRange and templateVariables).
 Written here rather than taken from SciPy: the test is ~60 lines, and SciPy (with NumPy) would add
 ~100 MB to an image whose whole Python environment is smaller than that.
 Must not: do I/O, read the clock, query anything, or count failed checks (the state machine does).
@@ -19,6 +21,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+
+from step.spec.durations import format_duration, parse_duration
+from step.spec.model import REQUEST_DURATION_VS_PRIMARY, SUCCESS_RATE_VS_PRIMARY, Metric
 
 # Kayenta's NetflixACAJudge classifies at a 98 % confidence level.
 DEFAULT_CONFIDENCE = 0.98
@@ -35,6 +40,12 @@ class Direction(enum.StrEnum):
     INCREASE = "increase"  # only High fails
     DECREASE = "decrease"  # only Low fails
     EITHER = "either"  # High and Low fail
+
+
+# Per metric, ours: the keys of templateVariables the judge reads (everything else is the query's).
+VARIABLES = ("direction", "confidence", "step", "minSamples", "scorePass", "scoreMarginal")
+# Samples per window when templateVariables.step is not given.
+DEFAULT_SAMPLES_PER_WINDOW = 10
 
 
 class Classification(enum.StrEnum):
@@ -245,3 +256,152 @@ def score(
     if value >= marginal_threshold:
         return Score(value=value, verdict=ScoreVerdict.MARGINAL)
     return Score(value=value, verdict=ScoreVerdict.FAIL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelativeCheck:
+    """How one `-vs-primary` metric is compared, resolved from the spec."""
+
+    direction: Direction
+    confidence: float
+    allowed_increase: float  # the canary's mean may be this many times the primary's (thresholdRange.max)
+    allowed_decrease: float  # ... and at least this many times (thresholdRange.min)
+    window_seconds: float  # the metric's interval: samples over the last window
+    step_seconds: float
+    min_samples: int  # per revision, below it: NoData
+    score_pass: float
+    score_marginal: float
+
+    @property
+    def samples_per_window(self) -> int:
+        return int(self.window_seconds // self.step_seconds) + 1
+
+    @property
+    def text(self) -> str:
+        """For plan: `latency may not go up more than x1.1 at 98 % confidence; 7 samples (every 10s
+        over 1m), at least 5 per revision`."""
+        moves = {
+            Direction.INCREASE: f"may not go up by more than x{self.allowed_increase:g}",
+            Direction.DECREASE: f"may not go down below x{self.allowed_decrease:g}",
+            Direction.EITHER: (
+                f"may not go up by more than x{self.allowed_increase:g} "
+                f"nor down below x{self.allowed_decrease:g}"
+            ),
+        }[self.direction]
+        return (
+            f"canary vs primary (Mann-Whitney U): {moves} at {self.confidence:.4g} confidence; "
+            f"{self.samples_per_window} samples per revision (every {format_duration(self.step_seconds)} "
+            f"over {format_duration(self.window_seconds)}), at least {self.min_samples} needed; "
+            f"score pass {self.score_pass:g}, marginal {self.score_marginal:g}"
+        )
+
+
+def _number(variables: dict[str, str], key: str, default: float, *, low: float, high: float) -> float:
+    raw = variables.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"templateVariables.{key} {raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ValueError(f"templateVariables.{key} {raw} is outside {low:g}..{high:g}")
+    return value
+
+
+def relative_check(metric: Metric) -> RelativeCheck:
+    """The comparison `metric` asks for (it must be `is_relative`). ValueError says what is wrong.
+
+    thresholdRange is the allowed effect size, as a ratio of the canary's mean to the primary's: max
+    (>= 1) for an increase, min (<= 1) for a decrease. The direction is the built-in's (duration may
+    not go up, success rate may not go down), else `templateVariables.direction`, else the bound given.
+    """
+    variables = dict(metric.template_variables)
+    lo, hi = metric.threshold_min, metric.threshold_max
+    if hi is not None and hi < 1:
+        raise ValueError(
+            f"thresholdRange.max {hi:g} of a -vs-primary metric is the allowed ratio canary/primary: "
+            "at least 1 (e.g. 1.1 allows 10 % more)"
+        )
+    if lo is not None and not 0 <= lo <= 1:
+        raise ValueError(
+            f"thresholdRange.min {lo:g} of a -vs-primary metric is the allowed ratio canary/primary: "
+            "between 0 and 1 (e.g. 0.99 allows 1 % less)"
+        )
+    if "direction" in variables:
+        try:
+            direction = Direction(variables["direction"])
+        except ValueError:
+            choices = ", ".join(d.value for d in Direction)
+            raise ValueError(
+                f"templateVariables.direction {variables['direction']!r} is not one of {choices}"
+            ) from None
+    elif metric.name == REQUEST_DURATION_VS_PRIMARY:
+        direction = Direction.INCREASE
+    elif metric.name == SUCCESS_RATE_VS_PRIMARY:
+        direction = Direction.DECREASE
+    elif hi is not None and lo is None:
+        direction = Direction.INCREASE
+    elif lo is not None and hi is None:
+        direction = Direction.DECREASE
+    else:
+        direction = Direction.EITHER
+    try:
+        window = parse_duration(metric.interval)
+    except ValueError as err:
+        raise ValueError(f"interval: {err}") from None
+    if window <= 0:
+        raise ValueError(f"interval {metric.interval!r} must be positive to take samples over it")
+    if "step" in variables:
+        try:
+            step = parse_duration(variables["step"])
+        except ValueError as err:
+            raise ValueError(f"templateVariables.step: {err}") from None
+        if not 0 < step <= window:
+            raise ValueError(
+                f"templateVariables.step {variables['step']!r} must be positive and at most the "
+                f"interval {metric.interval!r}"
+            )
+    else:
+        step = window / DEFAULT_SAMPLES_PER_WINDOW
+    confidence = _number(variables, "confidence", DEFAULT_CONFIDENCE, low=0.5, high=0.9999)
+    floor = min_samples(confidence)
+    needed = int(_number(variables, "minSamples", floor, low=1, high=10_000))
+    score_pass = _number(variables, "scorePass", DEFAULT_SCORE_PASS, low=0, high=100)
+    score_marginal = _number(variables, "scoreMarginal", DEFAULT_SCORE_MARGINAL, low=0, high=100)
+    if score_marginal > score_pass:
+        raise ValueError(
+            f"templateVariables.scoreMarginal {score_marginal:g} is above scorePass {score_pass:g}"
+        )
+    check = RelativeCheck(
+        direction=direction,
+        confidence=confidence,
+        allowed_increase=1.0 if hi is None else hi,
+        allowed_decrease=1.0 if lo is None else lo,
+        window_seconds=window,
+        step_seconds=step,
+        min_samples=max(floor, needed),
+        score_pass=score_pass,
+        score_marginal=score_marginal,
+    )
+    if check.samples_per_window < check.min_samples:
+        raise ValueError(
+            f"{check.samples_per_window} samples (every {format_duration(step)} over "
+            f"{format_duration(window)}) can never reach the {check.min_samples} needed at "
+            f"{confidence:g} confidence: lower templateVariables.step or lengthen the interval"
+        )
+    return check
+
+
+def compare(metric: Metric, canary: Sequence[float], primary: Sequence[float]) -> Comparison:
+    """Classify `metric`'s samples as its configuration says. ValueError: a bad configuration."""
+    check = relative_check(metric)
+    return classify(
+        canary,
+        primary,
+        direction=check.direction,
+        confidence=check.confidence,
+        allowed_increase=check.allowed_increase,
+        allowed_decrease=check.allowed_decrease,
+        needed=check.min_samples,
+    )

@@ -4,7 +4,9 @@ Owns: the one rule for which query a metric sends (a MetricTemplate's, an inline
 one) and with which values Flagger's template functions render (`render_metric`, used by `run` and by
 `plan`/`validate`, so a plan never shows a query a run would not send); which provider answers it
 (the metrics server for built-in and inline queries, the template's own provider otherwise, never a
-silent fallback); and `measure`, which turns the provider's answer or error into a `Reading`.
+silent fallback); and `measure`, which turns the provider's answer or error into a `Reading` — for a
+compared (`-vs-primary`) metric, the samples of the same query rendered once per revision
+(`render_comparison`), taken with the provider's range query at the judge's step.
 Must not: judge the value (the analysis does), count failures, or retry.
 """
 
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from step.analysis.evaluate import Reading
+from step.analysis.judge import relative_check
 from step.errors import MetricError, NoValuesFound, StepError
 from step.metrics.queries import BUILTIN_QUERIES, TemplateError, render
 from step.metrics.request import windowed
@@ -21,6 +25,16 @@ from step.ports import MetricsProvider
 from step.spec.model import KNATIVE_API_VERSION, Canary, Metric, MetricTemplate
 
 Templates = Mapping[tuple[str, str], MetricTemplate]
+
+# What `plan` shows for `{{ primary }}` before a run has pinned a primary revision.
+PRIMARY_REVISION_PLACEHOLDER = "<primary-revision>"
+
+
+@runtime_checkable
+class SamplingProvider(Protocol):
+    """A provider that can take a series' values over a window (Prometheus' range query)."""
+
+    def samples(self, promql: str, *, window_seconds: float, step_seconds: float) -> list[float]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +46,9 @@ class RenderedQuery:
     template: tuple[str, str] | None = None  # (namespace, name) of the MetricTemplate
 
 
-def template_values(canary: Canary, *, canary_revision: str, interval: str) -> dict[str, str]:
+def template_values(
+    canary: Canary, *, canary_revision: str, interval: str, primary_revision: str = ""
+) -> dict[str, str]:
     """The values of Flagger's template functions for one canary (and metric interval)."""
     knative = canary.target_kind == "Service" and canary.target_api_version == KNATIVE_API_VERSION
     route = (
@@ -48,14 +64,22 @@ def template_values(canary: Canary, *, canary_revision: str, interval: str) -> d
         "ingress": canary.ingress_name or canary.target_name,
         "route": route,
         "interval": interval,
+        "primary": primary_revision,
     }
 
 
 def render_metric(
-    canary: Canary, metric: Metric, *, templates: Templates, canary_revision: str
+    canary: Canary,
+    metric: Metric,
+    *,
+    templates: Templates,
+    canary_revision: str,
+    primary_revision: str = PRIMARY_REVISION_PLACEHOLDER,
 ) -> RenderedQuery:
     """The metric's query rendered as Flagger renders it. Raises TemplateError."""
-    values = template_values(canary, canary_revision=canary_revision, interval=metric.interval)
+    values = template_values(
+        canary, canary_revision=canary_revision, interval=metric.interval, primary_revision=primary_revision
+    )
     variables = dict(metric.template_variables)
     if metric.template_ref is not None:
         key = (metric.template_ref.namespace or canary.namespace, metric.template_ref.name)
@@ -74,6 +98,27 @@ def render_metric(
     return RenderedQuery(source="builtin", query=render(builtin, **values, variables=variables))
 
 
+def render_comparison(
+    canary: Canary, metric: Metric, *, templates: Templates, canary_revision: str, primary_revision: str
+) -> tuple[RenderedQuery, RenderedQuery]:
+    """A compared metric's two queries: `{{ route }}` the canary revision, then the primary revision."""
+    for_canary = render_metric(
+        canary,
+        metric,
+        templates=templates,
+        canary_revision=canary_revision,
+        primary_revision=primary_revision,
+    )
+    for_primary = render_metric(
+        canary,
+        metric,
+        templates=templates,
+        canary_revision=primary_revision,
+        primary_revision=primary_revision,
+    )
+    return for_canary, for_primary
+
+
 def uses_metrics_server(canary: Canary) -> bool:
     """Whether any metric is answered by the metrics server (built-in or inline queries)."""
     return any(m.template_ref is None for m in canary.analysis.metrics)
@@ -87,10 +132,26 @@ def measure(
     templates: Templates,
     metrics_server: MetricsProvider,
     template_providers: Mapping[tuple[str, str], MetricsProvider],
+    primary_revision: str = "",
 ) -> Reading:
     """Measure one metric for `canary_revision`; every failure is a `Reading`, never an exception."""
     try:
-        rendered = render_metric(canary, metric, templates=templates, canary_revision=canary_revision)
+        if metric.is_relative:
+            rendered, for_primary = render_comparison(
+                canary,
+                metric,
+                templates=templates,
+                canary_revision=canary_revision,
+                primary_revision=primary_revision,
+            )
+        else:
+            rendered = render_metric(
+                canary,
+                metric,
+                templates=templates,
+                canary_revision=canary_revision,
+                primary_revision=primary_revision,
+            )
     except TemplateError as err:
         return Reading.failed(f"query render error: {err}")
     if rendered.query is None:
@@ -105,9 +166,35 @@ def measure(
             return Reading.failed(f"Metric template {name}.{ns} error: no provider was built for it")
         provider = windowed(found, metric.interval)  # Datadog & co. query over N x the interval
     query = rendered.query
+    if metric.is_relative:
+        assert for_primary.query is not None
+        return _sample(metric, provider, query=query, primary_query=for_primary.query)
     try:
         return Reading.of(provider.query(query), query=query)
     except NoValuesFound as err:
         return Reading.empty(str(err) or "no values found", query=query)
     except (MetricError, StepError) as err:
         return Reading.failed(str(err), query=query)
+
+
+def _sample(metric: Metric, provider: MetricsProvider, *, query: str, primary_query: str) -> Reading:
+    """Both revisions' samples over the metric's interval, at the judge's step."""
+    try:
+        check = relative_check(metric)
+    except ValueError as err:
+        return Reading.failed(f"Metric {metric.name} is misconfigured: {err}", query=query)
+    if not isinstance(provider, SamplingProvider):
+        return Reading.failed(
+            f"Metric {metric.name}: its provider cannot take samples over a window (range queries); "
+            "a -vs-primary metric needs Prometheus",
+            query=query,
+        )
+    window, step = check.window_seconds, check.step_seconds
+    try:
+        canary_samples = provider.samples(query, window_seconds=window, step_seconds=step)
+        primary_samples = provider.samples(primary_query, window_seconds=window, step_seconds=step)
+    except (MetricError, StepError) as err:
+        return Reading.failed(str(err), query=query)
+    return Reading.sampled(
+        tuple(canary_samples), tuple(primary_samples), query=query, primary_query=primary_query
+    )

@@ -1,9 +1,10 @@
 """The built-in Knative queries, as data, and rendering query templates the way Flagger does.
 
 Owns: `BUILTIN_QUERIES` (Flagger 1.44's Knative observer templates: Kourier's envoy cluster
-`<namespace>/<revision>`), `render` (Go text/template semantics for the functions Flagger defines,
-missing keys are errors) and `trim_query` (every run of whitespace becomes one space, as Flagger's
-Prometheus provider does before sending a query).
+`<namespace>/<revision>`; ours, the same two under their `-vs-primary` names), `render` (Go
+text/template semantics for the functions Flagger defines and our `primary`, missing keys are
+errors) and `trim_query` (every run of whitespace becomes one space, as Flagger's Prometheus provider
+does before sending a query).
 Must not: run queries, apply thresholds, or import kube, click, tenacity, requests.
 """
 
@@ -12,7 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from step.spec.model import REQUEST_DURATION, SUCCESS_RATE
+from step.spec.model import (
+    REQUEST_DURATION,
+    REQUEST_DURATION_VS_PRIMARY,
+    SUCCESS_RATE,
+    SUCCESS_RATE_VS_PRIMARY,
+)
 
 # Written out as Flagger writes them (pkg/metrics/observers/knative.go); only the collapsed form is sent,
 # so the layout here is free but the tokens are not. Each starts with a newline: the sent query starts
@@ -49,7 +55,15 @@ histogram_quantile(
 )""",
 }
 
-FUNCTIONS = ("name", "namespace", "target", "service", "ingress", "route", "interval")
+# Ours: the compared built-ins send the same query once per revision (`{{ route }}` = that revision).
+BUILTIN_QUERIES = {
+    **BUILTIN_QUERIES,
+    SUCCESS_RATE_VS_PRIMARY: BUILTIN_QUERIES[SUCCESS_RATE],
+    REQUEST_DURATION_VS_PRIMARY: BUILTIN_QUERIES[REQUEST_DURATION],
+}
+
+# `primary` is ours: the primary revision's name (Flagger has no such function).
+FUNCTIONS = ("name", "namespace", "target", "service", "ingress", "route", "interval", "primary")
 
 _ACTION = re.compile(r"{{(-\s)?(.*?)(\s-)?}}", re.DOTALL)
 _VARIABLE = re.compile(r"variables\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -75,12 +89,14 @@ def render(
     ingress: str,
     route: str,
     interval: str,
+    primary: str = "",
     variables: Mapping[str, str] | None = None,
 ) -> str:
     """The query Flagger sends for `template`: rendered, then whitespace-collapsed.
 
     Supports what Flagger's templates use: `{{ name }}`, `{{ namespace }}`, `{{ target }}`,
-    `{{ service }}`, `{{ ingress }}`, `{{ route }}`, `{{ interval }}`, `{{ variables.<key> }}`, comments
+    `{{ service }}`, `{{ ingress }}`, `{{ route }}`, `{{ interval }}`, `{{ variables.<key> }}`, ours
+    `{{ primary }}` (the primary revision, so one query can divide the canary by the primary), comments
     `{{/* ... */}}` and the trim markers `{{-` / `-}}`. Anything else raises `TemplateError`.
     """
     values = {
@@ -91,6 +107,7 @@ def render(
         "ingress": ingress,
         "route": route,
         "interval": interval,
+        "primary": primary,
     }
     given = dict(variables or {})
     out: list[str] = []

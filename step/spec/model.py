@@ -24,7 +24,12 @@ DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 10.0
 # The built-in metrics (Flagger's Knative observer); their queries are in step.metrics.queries.
 SUCCESS_RATE = "request-success-rate"
 REQUEST_DURATION = "request-duration"
-BUILTIN_METRICS = (SUCCESS_RATE, REQUEST_DURATION)
+# Ours: the same two, judged against the primary revision (step.analysis.judge). A metric whose name
+# ends in RELATIVE_SUFFIX is compared; for these two the query is the built-in one's.
+RELATIVE_SUFFIX = "-vs-primary"
+SUCCESS_RATE_VS_PRIMARY = SUCCESS_RATE + RELATIVE_SUFFIX
+REQUEST_DURATION_VS_PRIMARY = REQUEST_DURATION + RELATIVE_SUFFIX
+BUILTIN_METRICS = (SUCCESS_RATE, REQUEST_DURATION, SUCCESS_RATE_VS_PRIMARY, REQUEST_DURATION_VS_PRIMARY)
 
 
 class WebhookType(enum.StrEnum):
@@ -77,6 +82,11 @@ class Metric:
     @property
     def is_builtin(self) -> bool:
         return self.template_ref is None and self.query is None and self.name in BUILTIN_METRICS
+
+    @property
+    def is_relative(self) -> bool:
+        """Judged against the primary revision by the statistical judge (ours, opt-in by name)."""
+        return self.name.endswith(RELATIVE_SUFFIX)
 
 
 @dataclass(frozen=True, kw_only=True)
