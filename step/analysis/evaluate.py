@@ -68,6 +68,7 @@ class Reading:
 class Judgement:
     verdict: Verdict
     message: str  # the event text (Flagger's where Flagger has one), "" for a plain pass
+    event: bool = True  # False: the tick's record says it, no Kubernetes Event (the no-data grace)
     comparison: Comparison | None = None  # a compared metric's classification
 
 
@@ -169,6 +170,7 @@ def judge(
                     f"{grace.traffic_seconds:.0f}s, less than two scrapes of its new series; not counted "
                     "(onNoData: fail counts it from the next tick, fail-immediately at once)"
                 ),
+                event=False,
             )
         if builtin and metric.name == SUCCESS_RATE:
             text = (

@@ -611,7 +611,7 @@ class _Step:
             self.warn(judgement.message)
             self.failed_check()
             return
-        if judgement.verdict is Verdict.IGNORED:
+        if judgement.verdict is Verdict.IGNORED and judgement.event:
             self.info(judgement.message)
         self.set(metric_index=self.s.metric_index + 1)
         self.next_metric()
