@@ -277,11 +277,12 @@ class Driver:
                 return run_hooks(
                     self.ports.webhooks, self.canary, kind, phase=phase.value, canary_revision=revision
                 )
-            case Measure(metric=metric, canary_revision=revision):
+            case Measure(metric=metric, canary_revision=revision, primary_revision=primary):
                 reading = measure(
                     self.canary,
                     metric,
                     canary_revision=revision,
+                    primary_revision=primary,
                     templates=self.bundle.metric_templates,
                     metrics_server=self.ports.metrics,
                     template_providers=self.ports.template_metrics,

@@ -405,3 +405,59 @@ def compare(metric: Metric, canary: Sequence[float], primary: Sequence[float]) -
         allowed_decrease=check.allowed_decrease,
         needed=check.min_samples,
     )
+
+
+# The name a tick's score is recorded under, beside the metrics it scores.
+SCORE_METRIC = "canary-score"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TickScore:
+    """A tick's score over its compared metrics, and whether it is a failed check."""
+
+    score: Score
+    pass_threshold: float
+    marginal_threshold: float
+    failed: bool
+    message: str
+
+
+def tick_score(judged: Sequence[tuple[Metric, Classification]], *, promoting: bool) -> TickScore | None:
+    """Kayenta's rule for one interval: a score below marginal fails; a marginal score fails only
+    where the run would end (`promoting`: the tick that would promote must reach pass). The
+    thresholds are the strictest any compared metric asks for. None: no compared metric this tick."""
+    if not judged:
+        return None
+    checks = []
+    for metric, _ in judged:
+        try:
+            checks.append(relative_check(metric))
+        except ValueError:
+            continue  # misconfigured metrics were errors, never classified
+    pass_threshold = max((c.score_pass for c in checks), default=DEFAULT_SCORE_PASS)
+    marginal_threshold = max((c.score_marginal for c in checks), default=DEFAULT_SCORE_MARGINAL)
+    result = score(
+        [c for _, c in judged], pass_threshold=pass_threshold, marginal_threshold=marginal_threshold
+    )
+    which = ", ".join(f"{m.name} {c}" for m, c in judged)
+    if result.value is None:
+        return TickScore(
+            score=result,
+            pass_threshold=pass_threshold,
+            marginal_threshold=marginal_threshold,
+            failed=False,
+            message=f"canary score: no compared metric had data ({which})",
+        )
+    failed = result.verdict is ScoreVerdict.FAIL or (result.verdict is ScoreVerdict.MARGINAL and promoting)
+    bound = marginal_threshold if result.verdict is ScoreVerdict.FAIL else pass_threshold
+    if failed:
+        message = f"canary score {result.value:.0f} < {bound:g} ({which})"
+    else:
+        message = f"canary score {result.value:.0f}: {result.verdict} ({which})"
+    return TickScore(
+        score=result,
+        pass_threshold=pass_threshold,
+        marginal_threshold=marginal_threshold,
+        failed=failed,
+        message=message,
+    )

@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from step.analysis import messages as msg
 from step.analysis.evaluate import NoDataGrace, Verdict, judge
+from step.analysis.judge import SCORE_METRIC, Classification, tick_score
 from step.analysis.protocol import (
     Action,
     ActionFailed,
@@ -575,11 +576,39 @@ class _Step:
     def next_metric(self) -> None:
         ordered = ordered_metrics(self.canary_spec)
         if self.s.metric_index >= len(ordered):
-            self.advance()
+            if not self.score_failed():
+                self.advance()
             return
         assert self.s.canary is not None
         metric = ordered[self.s.metric_index]
-        self.request(Measure(metric=metric, canary_revision=self.s.canary), Stage.METRICS)
+        measure = Measure(metric=metric, canary_revision=self.s.canary, primary_revision=self.s.primary or "")
+        self.request(measure, Stage.METRICS)
+
+    def score_failed(self) -> bool:
+        """The tick's score over its compared (-vs-primary) metrics; a failing one is a failed check."""
+        relative = {m.name: m for m in ordered_metrics(self.canary_spec) if m.is_relative}
+        judged = [
+            (relative[c.metric], Classification(c.classification))
+            for c in self.s.checks
+            if c.classification and c.metric in relative
+        ]
+        promoting = self.strategy.ready_to_promote(self.s.canary_weight)
+        scored = tick_score(judged, promoting=promoting)
+        if scored is None or scored.score.value is None:
+            return False
+        check = CheckRecord(
+            metric=SCORE_METRIC,
+            verdict=Verdict.FAIL if scored.failed else Verdict.PASS,
+            value=scored.score.value,
+            threshold_min=scored.marginal_threshold,
+            message=scored.message,
+        )
+        self.set(checks=(*self.s.checks, check))
+        if not scored.failed:
+            return False
+        self.warn(f"Halt {self.who[0]}.{self.who[1]} advancement {scored.message}")
+        self.failed_check()
+        return True
 
     def on_measured(self, measured: Measured) -> None:
         metric = ordered_metrics(self.canary_spec)[self.s.metric_index]
@@ -596,18 +625,24 @@ class _Step:
         check = CheckRecord(
             metric=metric.name,
             verdict=judgement.verdict,
-            value=reading.value,
+            value=judgement.comparison.ratio if judgement.comparison else reading.value,
             threshold_min=metric.threshold_min,
             threshold_max=metric.threshold_max,
             message=judgement.message or reading.error,
             query=reading.query,
+            classification=judgement.comparison.classification.value if judgement.comparison else "",
+            primary_query=reading.primary_query,
         )
         self.set(checks=(*self.s.checks, check))
         if judgement.verdict is Verdict.ERROR:
             self.provider_error(judgement.message)
             return
         self.set(consecutive_errors=0)
-        if judgement.verdict is Verdict.FAIL:
+        scored = judgement.comparison is not None and judgement.comparison.classification in (
+            Classification.HIGH,
+            Classification.LOW,
+        )
+        if judgement.verdict is Verdict.FAIL and not scored:  # High or Low: the tick's score decides
             self.warn(judgement.message)
             self.failed_check()
             return

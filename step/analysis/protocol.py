@@ -215,10 +215,12 @@ class RunHooks:
 
 @dataclass(frozen=True, kw_only=True)
 class Measure:
-    """Request: measure `metric` with `{{ route }}` = `canary_revision`."""
+    """Request: measure `metric` with `{{ route }}` = `canary_revision` (`{{ primary }}` and, for a
+    compared metric, its second query: `primary_revision`)."""
 
     metric: Metric
     canary_revision: str
+    primary_revision: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,9 +23,12 @@ class CheckRecord:
     threshold_max: float | None = None
     message: str = ""
     query: str = ""
+    # A compared (-vs-primary) metric's: Pass, High, Low or NoData; its primary query; "" otherwise.
+    classification: str = ""
+    primary_query: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "metric": self.metric,
             "verdict": self.verdict.value,
             "value": self.value,
@@ -34,6 +37,10 @@ class CheckRecord:
             "message": self.message,
             "query": self.query,
         }
+        if self.classification:
+            data["classification"] = self.classification
+            data["primaryQuery"] = self.primary_query
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckRecord:
@@ -45,6 +52,8 @@ class CheckRecord:
             threshold_max=data["thresholdMax"],
             message=data["message"],
             query=data["query"],
+            classification=data.get("classification", ""),
+            primary_query=data.get("primaryQuery", ""),
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from step.analysis.judge import SCORE_METRIC
 from step.analysis.records import TickRecord
 from step.report.outcome import Outcome
 from step.report.timeline import check_text
@@ -84,6 +85,31 @@ def chart(canary: Canary, ticks: Sequence[TickRecord]) -> str:
     return "\n".join(lines) + "\n\n" + legend + "\n"
 
 
+def comparison_table(ticks: Sequence[TickRecord]) -> list[str]:
+    """The compared (-vs-primary) metrics of the last tick that compared any: one row each, and the
+    tick's score. Nothing when no metric is compared."""
+    for tick in reversed(ticks):
+        compared = [c for c in tick.checks if c.classification]
+        if not compared:
+            continue
+        rows = [
+            "### Canary against primary",
+            "",
+            "| metric | result | canary vs primary |",
+            "| --- | --- | --- |",
+        ]
+        for c in compared:
+            detail = c.message.removeprefix(f"{c.metric}: ")
+            rows.append(f"| {_cell(c.metric)} | {c.classification} | {_cell(detail)} |")
+        rows += [
+            f"| {_cell(c.metric)} | {_num(c.value or 0)} | {_cell(c.message)} |"
+            for c in tick.checks
+            if c.metric == SCORE_METRIC
+        ]
+        return [*rows, ""]
+    return []
+
+
 def render(canary: Canary, ticks: Sequence[TickRecord], outcome: Outcome, *, report_path: str) -> str:
     icon = _ICONS.get(outcome.decision.value, "")
     parts = [
@@ -105,6 +131,7 @@ def render(canary: Canary, ticks: Sequence[TickRecord], outcome: Outcome, *, rep
         f"| report | `{_cell(report_path)}` |",
         "",
     ]
+    parts += comparison_table(ticks)
     if ticks:
         parts += [chart(canary, ticks), "### Timeline", ""]
         parts += [

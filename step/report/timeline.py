@@ -32,7 +32,10 @@ def _threshold(check: CheckRecord) -> str:
 
 
 def check_text(check: CheckRecord) -> str:
-    """`request-success-rate 98.50 (>= 99) FAIL`."""
+    """`request-success-rate 98.50 (>= 99) FAIL`; a compared metric: its comparison
+    (`request-duration-vs-primary: canary median 140 vs primary 100 (x1.4, p=0.0002): High`)."""
+    if check.classification and check.verdict is not Verdict.ERROR:
+        return check.message
     if check.verdict is Verdict.ERROR:
         return f"{check.metric} error"  # the why is the tick's Warning line, printed once
     if check.value is None:
@@ -78,6 +81,11 @@ def record_json(record: TickRecord) -> dict[str, Any]:
                 "thresholdMax": c.threshold_max,
                 "message": c.message,
                 "query": c.query,
+                **(
+                    {"classification": c.classification, "primaryQuery": c.primary_query}
+                    if c.classification
+                    else {}
+                ),
             }
             for c in record.checks
         ],
