@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import step.analysis.judge as judge_module
+from step.analysis.evaluate import Reading
 from step.analysis.judge import (
     Classification,
     Direction,
@@ -15,6 +16,10 @@ from step.analysis.judge import (
     min_samples,
     score,
 )
+from step.analysis.state import Reason
+from step.contract import Decision
+from step.spec.model import Metric, OnNoData
+from tests.unit.analysis.test_machine import RD, World, seed
 
 # SciPy's documentation of mannwhitneyu (ages of male and female students, after Conover):
 # U1 = 17, exact two-sided p = 0.1111..., asymptotic (with continuity correction) p = 0.11134688...
@@ -122,3 +127,64 @@ def test_score_against_kayenta_thresholds() -> None:
     assert score([p, n]).verdict is ScoreVerdict.PASS  # NoData is left out
     assert score([n]).verdict is ScoreVerdict.NODATA
     assert score([p, h], pass_threshold=50).verdict is ScoreVerdict.PASS
+
+
+# ----------------------------------------------------------------------------- in the state machine
+
+
+RD_VS = Metric(name="request-duration-vs-primary", threshold_max=1.1, interval="1m")
+
+
+def _sampled(canary_factor: float, *, canary_count: int = 10) -> Reading:
+    primary = tuple(PRIMARY)
+    canary = tuple(v * canary_factor for v in PRIMARY)[:canary_count]
+    return Reading.sampled(canary, primary, query="q-canary", primary_query="q-primary")
+
+
+def test_a_slower_canary_under_a_passing_absolute_threshold_is_rolled_back_by_the_score() -> None:
+    def readings(metric: Metric, tick: int) -> Reading:
+        return _sampled(1.4) if metric.is_relative else Reading.of(300.0)  # 300 ms <= 500: passes
+
+    world = World(canary=seed(metrics=(RD, RD_VS)), readings=readings)
+    done = world.run()
+    assert (done.decision, done.reason) == (Decision.ROLLED_BACK, Reason.FAILED_CHECKS)
+    tick = next(t for t in world.ticks if any(c.classification for c in t.checks))
+    by_metric = {c.metric: c for c in tick.checks}
+    assert by_metric["request-duration"].verdict.value == "pass"
+    compared = by_metric["request-duration-vs-primary"]
+    assert compared.classification == "High" and compared.value == pytest.approx(1.4)
+    assert compared.primary_query == "q-primary"
+    assert by_metric["canary-score"].value == 0 and by_metric["canary-score"].verdict.value == "fail"
+    assert any("advancement canary score 0 < 75" in m for m in world.messages())
+
+
+def test_an_identical_canary_is_promoted_with_a_score_of_100() -> None:
+    def readings(metric: Metric, tick: int) -> Reading:
+        return _sampled(1.0) if metric.is_relative else Reading.of(300.0)
+
+    world = World(canary=seed(metrics=(RD, RD_VS)), readings=readings)
+    assert world.run().decision is Decision.PROMOTED
+    scores = [c.value for t in world.ticks for c in t.checks if c.metric == "canary-score"]
+    assert scores and set(scores) == {100.0}
+
+
+def test_too_few_canary_samples_follow_on_no_data() -> None:
+    ignored = Metric(name="request-duration-vs-primary", threshold_max=1.1, on_no_data=OnNoData.IGNORE)
+    world = World(canary=seed(metrics=(ignored,)), readings=lambda m, t: _sampled(1.4, canary_count=3))
+    assert world.run().decision is Decision.PROMOTED
+    assert any("not enough data: 3 canary and 10 primary samples" in m for m in world.messages())
+    failing = Metric(
+        name="request-duration-vs-primary", threshold_max=1.1, on_no_data=OnNoData.FAIL_IMMEDIATELY
+    )
+    world = World(canary=seed(metrics=(failing,)), readings=lambda m, t: _sampled(1.0, canary_count=3))
+    assert world.run().decision is Decision.ROLLED_BACK
+
+
+def test_a_misconfigured_compared_metric_is_an_error_not_a_failed_check() -> None:
+    bad = Metric(name="request-duration-vs-primary", threshold_max=0.5)
+    world = World(canary=seed(metrics=(bad,)), readings=lambda m, t: _sampled(1.0))
+    done = world.run()
+    assert done.decision is Decision.FAILED
+    assert any(
+        "thresholdRange.max 0.5 of a -vs-primary metric is the allowed ratio" in m for m in world.messages()
+    )
