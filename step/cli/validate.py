@@ -24,7 +24,7 @@ from step.errors import ExitCode
 from step.spec.advice import no_data_advice
 from step.spec.loader import load_files
 from step.spec.problems import sort_key
-from step.spec.rules import run_notes, run_support_problems
+from step.spec.rules import extension_problems, run_notes, run_support_problems
 
 _PLURALS = {"Canary": "Canaries", "MetricTemplate": "MetricTemplates", "AlertProvider": "AlertProviders"}
 
@@ -45,7 +45,7 @@ _PLURALS = {"Canary": "Canaries", "MetricTemplate": "MetricTemplates", "AlertPro
     show_envvar=True,
     help="`run`: a spec is valid when `canary-step run` can carry it out (Knative, the progressive "
     "canary strategy). `flagger`: valid when Flagger would act on it; what `run` cannot carry out is "
-    "then a note on stderr.",
+    "then a note on stderr, and our extensions (onNoData) are problems.",
 )
 @click.pass_context
 def validate(
@@ -80,6 +80,7 @@ def validate(
         problems.extend(unsupported)
     else:
         notes = sorted([*notes, *unsupported], key=sort_key)
+        problems.extend(extension_problems(loaded))
     problems.sort(key=sort_key)
     kinds = Counter(["Canary"] * len(loaded.canaries))
     kinds["MetricTemplate"] = len(loaded.metric_templates)

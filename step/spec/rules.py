@@ -71,6 +71,16 @@ def canary_rules(canary: Mapping[str, Any]) -> Iterator[Finding]:
             yield ("spec", "targetRef"), message
         if knative and "autoscalerRef" in spec:
             yield ("spec", "autoscalerRef"), "can't use autoscaler with Knative Service"
+    for i, mirror in enumerate(_list(_map(spec.get("service")).get("mirror"))):
+        ref = _map(_map(mirror).get("backendRef"))
+        if (
+            ref
+            and ref.get("group", "") == ""
+            and ref.get("kind", "Service") == "Service"
+            and "port" not in ref
+        ):
+            # Flagger's CRD has this as a CEL rule (x-kubernetes-validations), Gateway API's own.
+            yield ("spec", "service", "mirror", i, "backendRef"), "Must have port for Service reference"
     analysis = _map(spec.get("analysis"))
     yield from _schedule_rules(analysis, skip_analysis=spec.get("skipAnalysis") is True)
     yield from _duration_rule(analysis.get("interval"), ("spec", "analysis", "interval"))
@@ -264,3 +274,25 @@ def run_notes(loaded: LoadedSpec) -> list[Problem]:
                 Problem(file=doc.file, line=doc.line_of(("spec", "skipAnalysis")), path=(), message=message)
             )
     return notes
+
+
+def extension_findings(canary: Mapping[str, Any]) -> Iterator[Finding]:
+    """Our extensions to Flagger's Canary (plain data): fields Flagger's CRD does not know."""
+    metrics = _list(_map(_map(canary.get("spec")).get("analysis")).get("metrics"))
+    for i, metric in enumerate(metrics):
+        if isinstance(metric, dict) and "onNoData" in metric:
+            message = (
+                "onNoData is a canary-step extension: Flagger's CRD does not know it (a strict apply "
+                "refuses it; otherwise Kubernetes drops it)"
+            )
+            yield ("spec", "analysis", "metrics", i, "onNoData"), message
+
+
+def extension_problems(loaded: LoadedSpec) -> list[Problem]:
+    """Every finding of `extension_findings` for the valid Canaries `loaded` holds, with file and line."""
+    problems = []
+    for item in loaded.canaries:
+        doc = item.document
+        for path, message in extension_findings(doc.data):
+            problems.append(Problem(file=doc.file, line=doc.line_of(path), path=path, message=message))
+    return problems

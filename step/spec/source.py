@@ -1,6 +1,7 @@
 """Reading spec files: bytes to YAML documents, with the line of every JSON path.
 
-Owns: the size limit, refusing binary and non-UTF-8 input, YAML parse errors with their line, duplicate
+Owns: the size, node-count and nesting limits, refusing binary and non-UTF-8 input, YAML parse errors
+with their line, duplicate
 keys, and `Document`: one parsed YAML document plus a map from JSON path to line.
 Must not: know what a Canary is, or import kube, click, tenacity, requests.
 """
@@ -22,6 +23,8 @@ MAX_FILE_BYTES = 1024 * 1024
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Bounds the work on anchors and aliases (a "billion laughs" file stays small on disk).
 MAX_NODES = 100_000
+# Bounds the nesting (a Canary is about 8 levels deep); deeper input would exhaust Python's stack.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +89,8 @@ def parse_documents(raw: bytes, *, file: str) -> tuple[list[Document], list[Prob
         nodes = list(_compose_all(text, _Loader))
     except yaml.YAMLError:
         nodes = None
+    except RecursionError:  # PyYAML's pure-Python composer on very deep input (libyaml's is not recursive)
+        return [], [Problem(file=file, line=0, path=(), message=f"nested deeper than {MAX_DEPTH} levels")]
     if nodes is None:
         return [], [_parse_problem(text, file=file)]
 
@@ -93,6 +98,12 @@ def parse_documents(raw: bytes, *, file: str) -> tuple[list[Document], list[Prob
     problems: list[Problem] = []
     for node in nodes:
         if _is_empty(node):
+            continue
+        line = node.start_mark.line + 1
+        if _expanded_size(node, {}, depth=0) > MAX_NODES:
+            # Counted once per distinct node, so an alias bomb is refused before anything is expanded.
+            message = f"document too large: more than {MAX_NODES} YAML nodes (anchors expanded)"
+            problems.append(Problem(file=file, line=line, path=(), message=message))
             continue
         walker = _Walker(file=file)
         walker.walk(node, ())
@@ -102,9 +113,10 @@ def parse_documents(raw: bytes, *, file: str) -> tuple[list[Document], list[Prob
         try:
             data = _Loader(text).construct_document(node)
         except yaml.YAMLError as exc:
-            problems.append(
-                Problem(file=file, line=node.start_mark.line + 1, path=(), message=f"invalid YAML: {exc}")
-            )
+            problems.append(Problem(file=file, line=line, path=(), message=f"invalid YAML: {exc}"))
+            continue
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            problems.append(Problem(file=file, line=line, path=(), message=f"invalid value: {exc}"))
             continue
         documents.append(
             Document(
@@ -139,6 +151,10 @@ def _parse_problem(text: str, *, file: str) -> Problem:
         return Problem(file=file, line=line, path=(), message=f"invalid YAML: {what}")
     except yaml.YAMLError as exc:
         return Problem(file=file, line=0, path=(), message=f"invalid YAML: {exc}")
+    except RecursionError:  # PyYAML's parser recurses once per nesting level
+        return Problem(
+            file=file, line=0, path=(), message=f"invalid YAML: nested deeper than {MAX_DEPTH} levels"
+        )
     return Problem(file=file, line=0, path=(), message="invalid YAML")
 
 
@@ -151,6 +167,24 @@ def _compose_all(text: str, loader_class: type[yaml.SafeLoader]) -> Iterator[yam
                 yield node
     finally:
         loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], *, depth: int) -> int:
+    """Nodes in `node` with every alias expanded, counting each distinct node's subtree once."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if depth <= MAX_DEPTH and isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        children = (
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value
+        )
+        for child in children:
+            size += _expanded_size(child, memo, depth=depth + 1)
+            if size > MAX_NODES:
+                break
+    memo[id(node)] = size
+    return size
 
 
 def _is_empty(node: yaml.Node) -> bool:
@@ -167,6 +201,17 @@ class _Walker:
         self.visited = 0
 
     def walk(self, node: yaml.Node, path: JsonPath) -> None:
+        if len(path) > MAX_DEPTH:
+            if not self.problems:
+                self.problems.append(
+                    Problem(
+                        file=self.file,
+                        line=node.start_mark.line + 1,
+                        path=path[:4],
+                        message=f"nested deeper than {MAX_DEPTH} levels",
+                    )
+                )
+            return
         self.visited += 1
         if self.visited > MAX_NODES:
             if not self.problems:
