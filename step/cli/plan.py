@@ -30,6 +30,7 @@ from typing import Any
 import click
 
 from step.analysis.evaluate import bounds_text
+from step.analysis.judge import relative_check
 from step.analysis.simulator import simulate
 from step.analysis.strategy import strategy_for
 from step.cli._common import (
@@ -44,6 +45,7 @@ from step.cli._common import (
     templates_from_cluster_option,
 )
 from step.errors import ExitCode, SpecError
+from step.metrics.measure import PRIMARY_REVISION_PLACEHOLDER, render_comparison
 from step.metrics.preview import preview
 from step.notifiers.preview import planned_alerts
 from step.spec.advice import no_data_advice
@@ -85,6 +87,11 @@ class PlannedMetric:
     # A MetricTemplate's provider and the exact request `run` sends for it, credentials masked.
     provider: str | None = None
     request: dict[str, Any] | None = None
+    # A compared (-vs-primary) metric: the query for the primary revision, how it is judged, and the
+    # samples each revision needs (fewer: no data), or why the comparison is misconfigured.
+    primary_query: str | None = None
+    comparison: str | None = None
+    min_samples: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,7 +218,25 @@ def _planned_metric(
             )["request"]
         except SpecError:
             request = None  # validate reports the template; plan shows the query alone
+    primary_query, comparison, needed = None, None, None
+    if metric.is_relative:
+        _, for_primary = render_comparison(
+            canary,
+            metric,
+            templates=loaded.metric_templates,
+            canary_revision=canary_revision,
+            primary_revision=PRIMARY_REVISION_PLACEHOLDER,
+        )
+        primary_query = for_primary.query
+        try:
+            check = relative_check(metric)
+            comparison, needed = check.text, check.min_samples
+        except ValueError as err:
+            comparison = f"misconfigured: {err}"
     return PlannedMetric(
+        primary_query=primary_query,
+        comparison=comparison,
+        min_samples=needed,
         provider=provider,
         request=request,
         name=metric.name,
@@ -269,6 +294,11 @@ def format_plan(plan: Plan) -> str:
         lines.append(
             f"    {metric.query}" if metric.query is not None else "    (query read from the cluster)"
         )
+        if metric.comparison is not None:
+            lines.append(
+                f"    against the primary revision: {metric.primary_query or '(query read from the cluster)'}"
+            )
+            lines.append(f"    {metric.comparison}")
         if metric.request is not None:
             call = metric.request.get("api") or f"{metric.request['method']} {metric.request['url']}"
             lines.append(f"    {metric.provider}: {call}")
