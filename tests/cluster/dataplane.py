@@ -248,13 +248,29 @@ class _JsonHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
 
+@dataclass(frozen=True)
+class Fault:
+    """A fault of every revision of a namespace at once (an incident, a slow dependency): added to
+    what each image's tag asks for. Errors use their own exact count, so both revisions fail alike."""
+
+    latency_ms: int = 0
+    error_percent: int = 0
+
+
+NO_FAULT = Fault()
+
+
 class Backend:
     """One revision's pod: queue-proxy metrics in front of a podinfo-like app, on its own loopback port."""
 
-    def __init__(self, revision: RevisionInfo, metrics: Metrics) -> None:
+    def __init__(
+        self, revision: RevisionInfo, metrics: Metrics, shared: Callable[[], Fault] = lambda: NO_FAULT
+    ) -> None:
         self.revision = revision
         self.behaviour: Behaviour = behaviour_of(revision.image)
         self.metrics = metrics
+        self._shared = shared
+        self._shared_served = 0
         self.pod = f"{revision.name}-deployment-{abs(hash(revision.image)) % 10**8:08d}-local"
         self._lock = threading.Lock()
         self._served = 0
@@ -288,6 +304,12 @@ class Backend:
             self._served += 1
         return (n + 1) * percent // 100 > n * percent // 100
 
+    def _inject_shared_error(self, percent: int) -> bool:
+        with self._lock:
+            n = self._shared_served
+            self._shared_served += 1
+        return (n + 1) * percent // 100 > n * percent // 100
+
     def _handle(self, request: _JsonHandler) -> None:
         started = time.monotonic()
         body = request._read_body()
@@ -301,10 +323,14 @@ class Backend:
         behaviour = self.behaviour
         if path in ("/healthz", "/readyz"):
             return 200, {"status": "OK"}
-        if behaviour.latency_ms:
-            time.sleep(behaviour.latency_ms / 1000)  # the injected fault: this app is slow
+        shared = self._shared()
+        latency_ms = (shared.latency_ms + behaviour.latency_ms) * (1 + behaviour.latency_percent / 100)
+        if latency_ms:
+            time.sleep(latency_ms / 1000)  # the injected fault: this app is slow
         if self._inject_error():
             return 500, {"code": 500, "message": f"injected fault ({behaviour.error_percent} % 5xx)"}
+        if shared.error_percent and self._inject_shared_error(shared.error_percent):
+            return 500, {"code": 500, "message": f"injected incident ({shared.error_percent} % 5xx)"}
         parts = [part for part in path.split("/") if part]
         if parts[:1] == ["status"] and len(parts) == 2 and parts[1].isdigit():
             return int(parts[1]), {"status": int(parts[1])}
@@ -624,6 +650,7 @@ class DataPlane:
         self.routing = RoutingTable()
         self._revision_lookup = revision_lookup
         self._backends: dict[tuple[str, str], Backend] = {}
+        self._faults: dict[str, Fault] = {}  # by namespace: every revision at once
         self._lock = threading.Lock()
         self.router = Router(routing=self.routing, backend_for=self.backend, metrics=self.metrics)
         self.metrics_server = MetricsServer(self.metrics)
@@ -637,6 +664,15 @@ class DataPlane:
     def metrics_url(self) -> str:
         return self.metrics_server.url
 
+    def set_fault(self, namespace: str, fault: Fault = NO_FAULT) -> None:
+        """Apply `fault` to every revision of `namespace` from the next request on (NO_FAULT clears it)."""
+        with self._lock:
+            self._faults[namespace] = fault
+
+    def fault(self, namespace: str) -> Fault:
+        with self._lock:
+            return self._faults.get(namespace, NO_FAULT)
+
     def backend(self, namespace: str, revision: str) -> Backend | None:
         """The running backend of a revision, started on first use; None for an unknown revision."""
         with self._lock:
@@ -649,7 +685,9 @@ class DataPlane:
         with self._lock:
             backend = self._backends.get((namespace, revision))
             if backend is None:
-                backend = self._backends[(namespace, revision)] = Backend(info, self.metrics)
+                backend = self._backends[(namespace, revision)] = Backend(
+                    info, self.metrics, shared=lambda: self.fault(namespace)
+                )
             return backend
 
     def on_stop(self, stopper: Callable[[], None]) -> None:

@@ -8,6 +8,9 @@ version podinfo reports::
     ghcr.io/stefanprodan/podinfo:6.0.2-fault-5xx-60            60 % of requests answer 500
     ghcr.io/stefanprodan/podinfo:6.0.2-fault-latency-800ms     every request takes 800 ms more
     ghcr.io/stefanprodan/podinfo:6.0.2-fault-5xx-10-fault-latency-1s   both
+    ghcr.io/stefanprodan/podinfo:6.0.2-fault-latency-40pct     every request takes 40 % longer than the
+                                                               others' (of the namespace's shared latency,
+                                                               `DataPlane.set_fault`, plus its own)
     ghcr.io/stefanprodan/podinfo:6.0.2-broken                  never Ready: ContainerMissing (image pull)
     ghcr.io/stefanprodan/podinfo:6.0.2-crash                   never Ready: ExitCode1 (container exits)
     ghcr.io/stefanprodan/podinfo:6.0.2-pending                 never Ready: Unknown forever (Deploying)
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 _FAULT_5XX = re.compile(r"-fault-5xx-(\d{1,3})(?=-|$)")
 _FAULT_LATENCY = re.compile(r"-fault-latency-(\d+)(ms|s)(?=-|$)")
+_FAULT_LATENCY_PERCENT = re.compile(r"-fault-latency-(\d{1,4})pct(?=-|$)")
 _FAILURE = re.compile(r"-(broken|crash|pending)(?=-|$)")
 _FIRST_MARKER = re.compile(r"-(fault-|broken|crash|pending)")
 
@@ -44,6 +48,7 @@ class Behaviour:
     version: str
     error_percent: int = 0
     latency_ms: int = 0
+    latency_percent: int = 0  # slower than the others by this percentage of their latency
     failure: Failure = Failure.NONE
 
     @property
@@ -74,9 +79,17 @@ def behaviour_of(image: str) -> Behaviour:
     latency_ms = 0
     if match := _FAULT_LATENCY.search(tag):
         latency_ms = int(match.group(1)) * (1000 if match.group(2) == "s" else 1)
+    latency_percent = 0
+    if match := _FAULT_LATENCY_PERCENT.search(tag):
+        latency_percent = int(match.group(1))
     failure = Failure.NONE
     if match := _FAILURE.search(tag):
         failure = Failure(match.group(1))
     return Behaviour(
-        image=image, version=version, error_percent=error_percent, latency_ms=latency_ms, failure=failure
+        image=image,
+        version=version,
+        error_percent=error_percent,
+        latency_ms=latency_ms,
+        latency_percent=latency_percent,
+        failure=failure,
     )
