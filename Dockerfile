@@ -1,9 +1,13 @@
 # canary-step as a container image: one Flagger-style canary analysis of a Knative Service, run as a
 # pipeline step (Tekton Task, Argo Workflows template, GitHub Docker action).
 #
-# The base is pinned by exact tag AND digest. The digest is the one public Dockerfiles agree on for this
-# tag; it was not checked against the registry from here (no registry access on our CI): refresh both
-# together, e.g. `docker buildx imagetools inspect python:3.11.13-slim-bookworm`.
+# The base is a build argument, BASE. Its default, what users and the release get, is pinned by exact tag
+# AND digest. The digest is the one public Dockerfiles agree on for this tag; it was not checked against
+# the registry from here (no registry access on our CI): refresh both together, e.g.
+# `docker buildx imagetools inspect python:3.11.13-slim-bookworm`. The tests build the same lines on a
+# local base made from Debian packages (tests/ship/image.py: `python` and `pip` on PATH, pip allowed to
+# install as root, wheels from a mounted directory instead of PyPI), since no registry can be reached
+# there; nothing after FROM differs between the two builds.
 #
 # Stage 1 builds the wheel (as `make wheel` does) and collects wheels for every dependency; the final
 # stage installs them from that directory without an index, without a pip cache and without a compiler
@@ -15,7 +19,9 @@
 # instruction"). The Tekton Task and the Argo template run it as UID 65532 with runAsNonRoot; the image
 # works as any UID because it writes only to /tmp (HOME, TMPDIR) and to the results directory it is given.
 
-FROM python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1 AS build
+ARG BASE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
+
+FROM ${BASE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -28,7 +34,7 @@ RUN python -m pip install "build>=1.2" \
  && python -m build --wheel --outdir /dist . \
  && python -m pip wheel --only-binary=:all: --wheel-dir /wheels /dist/*.whl
 
-FROM python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
+FROM ${BASE}
 
 ARG VERSION=0.1.0
 ARG REVISION=unknown

@@ -261,12 +261,25 @@ def test_the_dockerfiles_two_pip_commands_work_here(installed: Installed, tmp_pa
     assert version.returncode == 0 and version.stdout.strip().endswith(step.__version__), version.stderr
 
 
+def _global_args() -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults (what FROM lines may use)."""
+    found: dict[str, str] = {}
+    for word, args in _instructions():
+        if word == "FROM":
+            break
+        if word == "ARG":
+            name, _, default = args.partition("=")
+            found[name] = default
+    return found
+
+
 def test_dockerfile_base_is_pinned_by_tag_and_digest() -> None:
+    """The base is the build argument BASE; its default (what users and the release build) is pinned."""
     froms = [args for word, args in _instructions() if word == "FROM"]
     assert len(froms) == 2, "a build stage and a final stage"
     images = {f.split()[0] for f in froms}
-    assert len(images) == 1, "both stages on the same base"
-    (image,) = images
+    assert images == {"${BASE}"}, "both stages on the same base, the build argument"
+    image = _global_args()["BASE"]
     assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?@sha256:[0-9a-f]{64}", image), image
     assert "latest" not in DOCKERFILE.read_text()
     # A `# syntax=` directive pulls a frontend image: it would have to be pinned too.
