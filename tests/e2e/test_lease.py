@@ -21,6 +21,7 @@ from step.kube.lease import (
     holder_identity,
     lease_name,
 )
+from step.kube.mapping import Target, TransientAPIError
 
 if TYPE_CHECKING:
     from tests.cluster import ControlPlane
@@ -288,3 +289,40 @@ def test_a_403_names_the_lease_verb(control_plane: ControlPlane, namespace: str,
         ' — the ServiceAccount needs verb "create" on coordination.k8s.io/leases'
     )
     assert kube.requests.snapshot() == {"get": 1, "create": 1}  # a 403 is never retried
+
+
+def test_a_renewal_retried_after_its_answer_was_lost_is_not_a_lost_lease(
+    control_plane: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The update reached the API server but its answer did not come back (a reset connection): the retry
+    gets 409, since the resourceVersion it carries is ours from before. Reading the Lease shows our own
+    renewal, so the run goes on holding it."""
+    kube = connect(
+        kubeconfig=str(control_plane.kubeconfig),
+        context=None,
+        retry=RetryPolicy(attempts=3, backoff_base=0.0, backoff_cap=0.0, jitter=0.0),
+    )
+    lease = _lease(kube, namespace, "run-a")
+    lease.acquire(wait=0)
+    real = Kube._attempt
+    lost: list[str] = []
+
+    def answer_lost_once(self: Kube, target: Target, **kwargs: Any) -> Any:
+        response = real(self, target, **kwargs)
+        if target.verb == "update" and not lost:
+            lost.append(target.verb)
+            assert response.data  # the API server answered; the answer is dropped
+            response.release_conn()
+            raise TransientAPIError("connection reset", status=None, target=target, retry_after=None)
+        return response
+
+    monkeypatch.setattr(Kube, "_attempt", answer_lost_once)
+    before = kube.requests.snapshot()
+    state = lease.renew("after a lost answer")
+    after = kube.requests.snapshot()
+    assert lost == ["update"] and lease.held
+    assert state.holder == "run-a" and state.record == "after a lost answer"
+    assert after["update"] - before.get("update", 0) == 2  # the lost one and its retry (409)
+    assert after["get"] - before["get"] == 1  # reading the Lease to see whose update it was
+    lease.renew("the next tick")  # the resourceVersion it carries now is the current one
+    assert _read(control_plane, namespace)["metadata"]["annotations"][RECORD_ANNOTATION] == "the next tick"
