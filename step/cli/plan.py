@@ -23,6 +23,7 @@ JSON keys are camelCase, as in the JSON report and in Kubernetes objects (`_plan
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
@@ -53,6 +54,7 @@ from step.spec.durations import format_duration
 from step.spec.loader import LoadedSpec, load_files
 from step.spec.model import Canary, Metric, WebhookType
 from step.spec.problems import Problem, sort_key
+from step.spec.rules import is_knative_target, run_notes, run_support_problems
 
 # When each webhook type fires, in the order a run reaches them (flagger-semantics.md 1.3, 1.6, 4.1).
 WEBHOOK_STAGES: tuple[tuple[WebhookType, str], ...] = (
@@ -101,7 +103,7 @@ class Plan:
     canary: str
     target: str
     provider: str
-    strategy: str  # "canary", "blue-green" or "skip-analysis"
+    strategy: str  # "canary", "ab-testing", "blue-green" or "skip-analysis"
     canary_revision: str
     interval_seconds: float
     threshold: int
@@ -124,7 +126,8 @@ def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> P
     interval = analysis.interval_seconds
     threshold = analysis.threshold
     if analysis.iterations > 0:  # `run` refuses it (spec.rules); the machine has no such strategy yet
-        strategy = "blue-green"
+        # Flagger: iterations with match is A/B testing, without it Blue/Green.
+        strategy = "ab-testing" if _has_match(loaded, canary) else "blue-green"
         timing = _blue_green_timing(canary)
     else:
         strategy = "skip-analysis" if canary.skip_analysis else strategy_for(canary).name
@@ -204,10 +207,21 @@ def _blue_green_timing(canary: Canary) -> _Timing:
     return (), iterations, text, iterations * interval, earliest, latest
 
 
+def _has_match(loaded: LoadedSpec, canary: Canary) -> bool:
+    document = next((c.document for c in loaded.canaries if c.canary is canary), None)
+    data = document.data if document is not None else {}
+    return bool(data.get("spec", {}).get("analysis", {}).get("match"))
+
+
 def _planned_metric(
     loaded: LoadedSpec, canary: Canary, metric: Metric, *, canary_revision: str
 ) -> PlannedMetric:
     rendered = render_metric(loaded, canary, metric, canary_revision=canary_revision)
+    if rendered.source == "builtin" and not is_knative_target(
+        {"apiVersion": canary.target_api_version, "kind": canary.target_kind}
+    ):
+        # Our built-in queries are Flagger's Knative ones; for another provider they would be wrong.
+        rendered = dataclasses.replace(rendered, query=None)
     template = loaded.metric_templates.get(rendered.template) if rendered.template else None
     provider, request = None, None
     if template is not None and rendered.query is not None:
@@ -291,9 +305,14 @@ def format_plan(plan: Plan) -> str:
             f"  {metric.name}: {_bounds(metric)} over {metric.interval} ({metric.source}; "
             f"no data: {metric.on_no_data})"
         )
-        lines.append(
-            f"    {metric.query}" if metric.query is not None else "    (query read from the cluster)"
-        )
+        if metric.query is not None:
+            lines.append(f"    {metric.query}")
+        elif metric.source == "builtin":
+            lines.append(
+                "    (not shown: the built-in queries are Knative's, and `run` supports Knative only)"
+            )
+        else:
+            lines.append("    (query read from the cluster)")
         if metric.comparison is not None:
             lines.append(
                 f"    against the primary revision: {metric.primary_query or '(query read from the cluster)'}"
@@ -444,10 +463,13 @@ def plan(
             click.echo(json.dumps({"problems": [problem_json(p) for p in problems]}, indent=2))
         ctx.exit(ExitCode.USAGE)
     canary = loaded.canaries[0].canary
-    if canary.provider != "knative":
+    # What `run` cannot carry out (spec.rules, as validate reports it), and suspend / skipAnalysis.
+    for note in [*run_support_problems(loaded), *run_notes(loaded)]:
+        echo_err(f"note: {note}")
+    if not is_knative_target({"apiVersion": canary.target_api_version, "kind": canary.target_kind}):
         echo_err(
-            f"note: provider {canary.provider or '(none)'}: `run` accepts only provider knative; the "
-            "built-in queries shown are the Knative ones"
+            "note: `canary-step run` supports Knative Services only; built-in metric queries are not shown "
+            f"(Flagger's for provider {canary.provider or '(none)'} differ from the Knative ones)"
         )
     result = build_plan(loaded, canary, canary_revision=canary_revision)
     lines: list[str] = []

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from step.cli import cli
-from tests.reference import TEMPLATEREF_CANARY
+from tests.reference import FLAGGER_CANARIES, TEMPLATEREF_CANARY
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -205,7 +205,21 @@ def test_templates_left_to_the_cluster_have_no_query() -> None:
     assert code == 0
     assert "latency: <= 500 over 1m (cluster istio-system/latency; no data: fail)" in out
     assert "(query read from the cluster)" in out
-    assert "provider (none): `run` accepts only provider knative" in err
+    assert "`canary-step run` supports Knative Services only; built-in metric queries are not shown" in err
+    # The Knative built-in query would be wrong for this (Istio) Canary: none is shown.
+    assert "request-success-rate: >= 99 over 1m (builtin; no data: fail)\n    (not shown:" in out
+    assert "note: " in err and "spec.targetRef: `canary-step run` analyses Knative Services only" in err
+
+
+def test_iterations_with_match_is_ab_testing_as_flagger_names_it() -> None:
+    abtest = next(p for p in FLAGGER_CANARIES if p.name == "artifacts-examples-istio-abtest.yaml")
+    code, out, _ = run("--templates-from-cluster", str(abtest))
+    assert code == 0
+    assert "Strategy:          ab-testing" in out
+    bluegreen = next(p for p in FLAGGER_CANARIES if "bluegreen" in p.name)
+    code, out, _ = run("--templates-from-cluster", str(bluegreen))
+    assert code == 0
+    assert "Strategy:          blue-green" in out
 
 
 def test_an_invalid_spec_exits_2_with_problems_on_stderr() -> None:
