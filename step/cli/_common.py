@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from step.analysis.judge import relative_check
 from step.metrics import measure
 from step.metrics.measure import RenderedQuery
 from step.metrics.queries import TemplateError
@@ -98,6 +99,16 @@ def _canary_query_problems(loaded: LoadedSpec, item: LoadedCanary) -> list[Probl
                 message = str(exc)
             doc = item.document
             out.append(Problem(file=doc.file, line=doc.line_of(path), path=path, message=message))
+        if metric.is_relative:
+            try:
+                relative_check(metric)
+            except ValueError as exc:
+                field = str(exc).split(".", 1)[0].split(" ", 1)[0]
+                where: tuple[str | int, ...] = ("spec", "analysis", "metrics", i)
+                if field in ("thresholdRange", "templateVariables", "interval"):
+                    where = (*where, field)
+                doc = item.document
+                out.append(Problem(file=doc.file, line=doc.line_of(where), path=where, message=str(exc)))
     return out
 
 

@@ -43,12 +43,16 @@ def test_plan_json_has_the_comparison() -> None:
     assert metrics["request-duration"]["comparison"] is None
 
 
-def test_plan_says_what_is_misconfigured(tmp_path: Path) -> None:
+def test_validate_and_plan_refuse_a_misconfigured_comparison_with_its_line(tmp_path: Path) -> None:
     spec = Path(EXAMPLE).read_text().replace("max: 1.1", "max: 0.9")
     path = tmp_path / "canary.yaml"
     path.write_text(spec)
-    result = CliRunner().invoke(cli, ["plan", str(path)])
-    assert result.exit_code == 0, result.output
-    assert (
-        "misconfigured: thresholdRange.max 0.9 of a -vs-primary metric is the allowed ratio" in result.stdout
+    expected = (
+        f"{path}:34: spec.analysis.metrics[2].thresholdRange: thresholdRange.max 0.9 of a -vs-primary "
+        "metric is the allowed ratio canary/primary: at least 1 (e.g. 1.1 allows 10 % more)"
     )
+    for command in ("validate", "plan"):
+        result = CliRunner().invoke(cli, [command, str(path)])
+        assert result.exit_code == 2, result.output
+        assert expected in result.output
+        assert "Traceback" not in result.output
