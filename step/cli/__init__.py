@@ -17,6 +17,7 @@ from step import __version__
 # name -> "module:attribute", imported only when that subcommand is used.
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("step.cli.validate", "validate"),
+    "crds": ("step.cli.crds", "crds"),
     "plan": ("step.cli.plan", "plan"),
     "run": ("step.cli.run", "run"),
 }
