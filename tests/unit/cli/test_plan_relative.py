@@ -23,9 +23,9 @@ def test_plan_renders_both_queries_and_the_minimum_samples() -> None:
     out = result.stdout
     assert 'envoy_cluster_name=~"test/podinfo-00002"' in out
     assert (
-        "against the primary revision:  histogram_quantile( 0.99, sum( rate( "
-        "envoy_cluster_upstream_rq_time_bucket{ "
-        'envoy_cluster_name=~"test/<primary-revision>", }[1m] ) ) by (le) )'
+        "against the primary revision:  sum( rate( envoy_cluster_upstream_rq_time_sum{ "
+        'envoy_cluster_name=~"test/<primary-revision>", }[1m] ) ) / sum( rate( '
+        'envoy_cluster_upstream_rq_time_count{ envoy_cluster_name=~"test/<primary-revision>", }[1m] ) )'
     ) in out
     assert (
         "canary vs primary (Mann-Whitney U): may not go up by more than x1.1 at 0.98 confidence; "
