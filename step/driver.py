@@ -157,6 +157,7 @@ class Driver:
         start: State | None = None,
         came_for: str | None = None,
         scrape_interval: float | None = None,
+        providers_checked: bool = False,
     ) -> None:
         self.bundle = bundle
         self.canary = bundle.canary
@@ -169,6 +170,8 @@ class Driver:
             extra["consecutive_error_limit"] = consecutive_error_limit
         if scrape_interval is not None:
             extra["scrape_interval_seconds"] = scrape_interval
+        if providers_checked:  # the run's preflight asked every provider already
+            extra["providers_checked"] = True
         self.config = Config(
             canary=self.canary, deploy=image is not None, timeout_seconds=timeout, came_for=came_for, **extra
         )

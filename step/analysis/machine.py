@@ -330,7 +330,8 @@ class _Step:
                 )
             )
             return
-        if self.canary_spec.analysis.metrics and not self.canary_spec.skip_analysis:
+        checked = self.s.config.providers_checked
+        if self.canary_spec.analysis.metrics and not self.canary_spec.skip_analysis and not checked:
             self.set(stashed_facts=facts)
             self.request(CheckProviders(), Stage.PREFLIGHT)
             return

@@ -105,6 +105,9 @@ class Config:
     came_for: str | None = None
     rollback_resumed: bool = False  # --on-interrupted rollback: roll a resumed analysis back at once
     scrape_interval_seconds: float = DEFAULT_SCRAPE_INTERVAL  # Prometheus's, for the no-data grace
+    # The run's preflight (`step.preflight`) already found every metrics provider answering: the
+    # machine does not ask again before the first tick.
+    providers_checked: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

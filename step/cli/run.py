@@ -424,6 +424,7 @@ class _Run:
             consecutive_error_limit=consecutive_error_limit,
             came_for=held.came_for,
             scrape_interval=scrape_interval,
+            providers_checked=True,  # by the preflight (`prepare`)
         )
         with _interruptible():
             try:

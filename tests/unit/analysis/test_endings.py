@@ -11,6 +11,7 @@ from step.analysis.machine import step
 from step.analysis.protocol import (
     Action,
     ActionFailed,
+    CheckProviders,
     Emit,
     Finish,
     Interrupted,
@@ -21,7 +22,7 @@ from step.analysis.protocol import (
     Route,
     Wait,
 )
-from step.analysis.state import Reason, Stage, State
+from step.analysis.state import Reason, Stage, State, initial_state
 from step.contract import Decision
 from step.errors import ErrorInfo, ExitCode
 from step.ports import Severity
@@ -47,6 +48,13 @@ def test_an_unreachable_metrics_server_fails_before_any_traffic_moves() -> None:
     assert (done.decision, done.reason) == (Decision.FAILED, Reason.METRICS_OFFLINE)
     assert "connection refused" in done.message and done.error is None  # exit 4: the decision's own
     assert traffic_writes(world.actions) == []
+
+
+def test_after_the_runs_preflight_the_machine_does_not_ask_the_providers_again() -> None:
+    world = World(seed(), offline=("would fail if asked",))
+    world.start_state = lambda config, now: initial_state(replace(config, providers_checked=True), now=now)
+    assert world.run().decision is Decision.PROMOTED
+    assert not any(isinstance(a, CheckProviders) for a in world.actions)
 
 
 def test_no_metrics_means_no_metrics_server_check() -> None:
