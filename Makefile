@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CANARY_STEP_CACHE ?= $(HOME)/.cache/canary-step
 
-.PHONY: help setup tools test unit lint typecheck imports demo cluster bench validate-examples wheel clean
+.PHONY: help setup tools test unit lint typecheck imports demo cluster bench validate-examples wheel image container-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -34,7 +34,7 @@ typecheck: setup ## mypy --strict on step/
 imports: setup ## the architecture, as import contracts
 	$(VENV)/bin/lint-imports
 
-test: tools lint typecheck imports ## everything CI runs: lint, types, import contracts, all tests
+test: tools container-tools lint typecheck imports ## everything CI runs: lint, types, import contracts, all tests (the image's too)
 	$(PY) -m pytest
 
 unit: setup ## the tests that need no control plane
@@ -55,6 +55,12 @@ bench: tools ## the seed's scenario at a 1 s interval: wall time, API requests p
 
 wheel: setup ## build the wheel into dist/
 	$(PY) -m build --wheel --outdir dist .
+
+container-tools: ## install podman, buildah, runc and mmdebstrap (Debian) for the image and its tests
+	@command -v podman >/dev/null && command -v buildah >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc mmdebstrap >/dev/null; }
+
+image: setup container-tools ## build the image with podman on the local Debian base (cached; IMAGE_BASE=default: the pinned python:…-slim), print its size and layers
+	$(PY) -m tests.ship.image --base $(or $(IMAGE_BASE),local)
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .mypy_cache .ruff_cache .pytest_cache
