@@ -36,7 +36,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, given, seed, settings
-from hypothesis import strategies as st
 
 from step.cli import cli
 from tests.cluster.apiserver import ApiServer, start_apiserver
@@ -47,14 +46,17 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "oracle"
 GENERATED = 10_000
+GENERATED_EXAMPLES = 125  # hypothesis examples of 100 documents each; some repeat, 10 000+ are distinct
 SEED = 20261202
 # The whole module (server start, CRDs, generation, both verdicts for every document) on the shared
-# 2-core machine; measured at about 60-80 s under the load of five concurrent sessions.
-BUDGET_S = 110.0
+# 2-core machine. Measured with five sessions sharing it (load average 10): 36 s for the published specs
+# and their mutations, 246 s for the generated ones (about 22 ms a document, both verdicts).
+BUDGET_S = 300.0
 BATCH = 400  # documents per `validate` call (one file of many YAML documents)
 CONNECTIONS = 4
 ESTABLISHED_TIMEOUT_S = 30.0
 DRY_RUN_STRICT = "dryRun=All&fieldValidation=Strict"
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 # The intended stricter rules: id -> what validate says. Each id is a row of the table in docs/spec.md.
 STRICTER: dict[str, re.Pattern[str]] = {
@@ -73,8 +75,9 @@ STRICTER: dict[str, re.Pattern[str]] = {
         "unique-names": r"^duplicate (metric|webhook|alert) name",
         "urls": r"is not (a valid URL|an absolute http:// or https:// URL)$",
         "cookie-names": r"must differ from cookieName$",
-        "query-template": r"^(MetricTemplate \S+: query )?(template|function|unknown|undefined|missing|"
-        r"no value|variable|.*\{\{)",
+        "query-template": r"^(MetricTemplate \S+: query )?(line [0-9]+: )?(template|function|unknown|"
+        r"undefined|missing|no value|variable|.*\{\{)",
+        "relative-metric": r"of a -vs-primary metric is the allowed ratio",
     }.items()
 }
 
@@ -180,7 +183,7 @@ def _validate(docs: list[dict[str, Any]], tmp: Path) -> list[list[tuple[str, str
     runner = CliRunner()
     for start in range(0, len(docs), BATCH):
         chunk = docs[start : start + BATCH]
-        texts = [yaml.safe_dump(doc, sort_keys=False, allow_unicode=True) for doc in chunk]
+        texts = [yaml.dump(doc, Dumper=_DUMPER, sort_keys=False, allow_unicode=True) for doc in chunk]
         starts, line = [], 1
         for text in texts:
             starts.append(line)
@@ -202,6 +205,14 @@ def _validate(docs: list[dict[str, Any]], tmp: Path) -> list[list[tuple[str, str
 
 def _rules_of(problems: list[tuple[str, str]]) -> list[str | None]:
     return [next((r for r, pattern in STRICTER.items() if pattern.search(m)), None) for _, m in problems]
+
+
+def _distinct(labelled: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Each document once (generation and mutation both produce some twice)."""
+    seen: dict[str, tuple[str, dict[str, Any]]] = {}
+    for label, doc in labelled:
+        seen.setdefault(json.dumps(doc, sort_keys=True), (label, doc))
+    return list(seen.values())
 
 
 def _compare(labelled: list[tuple[str, dict[str, Any]]], oracle: Oracle, tmp: Path, tally: Tally) -> None:
@@ -235,14 +246,14 @@ def _generated() -> list[dict[str, Any]]:
     drawn: list[dict[str, Any]] = []
 
     @settings(
-        max_examples=GENERATED // 50,
+        max_examples=GENERATED_EXAMPLES,
         database=None,
         deadline=None,
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
     @seed(SEED)
-    @given(st.lists(generated_documents(), min_size=50, max_size=50))
+    @given(generated_documents(100))
     def collect(docs: list[dict[str, Any]]) -> None:
         drawn.extend(docs)
 
@@ -289,7 +300,7 @@ def test_published_specs_and_their_mutations_agree_with_flaggers_crd(
         tally.false_acceptances,
         tally.unexplained,
     )
-    mutated = [(f"{label}: {what}", doc) for label, base in documents for what, doc in mutations(base)]
+    mutated = _distinct([(f"{label}: {what}", d) for label, base in documents for what, d in mutations(base)])
     _compare(mutated, oracle, tmp_path, tally)
     with capsys.disabled():
         _report("published specs and mutations", tally, time.monotonic() - started)
@@ -302,10 +313,10 @@ def test_specs_generated_from_flaggers_crd_agree_with_it(
     oracle: Oracle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
-    drawn = _generated()
-    assert len(drawn) >= GENERATED
+    drawn = _distinct([(f"generated #{i}", doc) for i, doc in enumerate(_generated())])
+    assert len(drawn) >= GENERATED, len(drawn)
     tally = Tally()
-    _compare([(f"generated #{i}", doc) for i, doc in enumerate(drawn)], oracle, tmp_path, tally)
+    _compare(drawn, oracle, tmp_path, tally)
     with capsys.disabled():
         _report(f"generated (seed {SEED})", tally, time.monotonic() - started)
     _assert_clean(tally)
