@@ -18,6 +18,10 @@ GO_TOOLS = {
     "tekton-validate": ".",
     "pipeline-eval": "./eval",
     "actionlint": "github.com/rhysd/actionlint/cmd/actionlint",
+    # Tekton's own entrypoint (the one its controller injects into every step) at the version the Task
+    # targets, and its TaskRun status code (pod.MakeTaskRunStatus) to read what the entrypoint wrote.
+    "tekton-entrypoint": "github.com/tektoncd/pipeline/cmd/entrypoint",
+    "taskrunstatus": "./taskrunstatus",
 }
 
 
