@@ -6,8 +6,13 @@ the root end and ``10.213.<index>.2/30`` inside, and two routes in the root name
 namespace. Nothing listens there but :class:`Forwarder`, so whatever dials a pod or a ClusterIP ends in
 the test's own namespace (a refused connection), never on the machine's network.
 
+``PodNetwork.create(veth=False)`` makes a namespace with loopback only (the Knative components that bind
+fixed ports each run in one).
+
 And :class:`Forwarder`: a TCP relay whose listening socket lives *inside* the namespace (on the inner veth
-address) and whose outgoing connections are made from the root namespace to ``127.0.0.1``. That is how
+address, or on the namespace's own 127.0.0.1: a process run there reaches the API server on the root
+namespace's loopback through it) and whose outgoing connections are made from the root namespace to
+``127.0.0.1``. That is how
 kube-apiserver reaches Knative's webhook: an EndpointSlice cannot hold a loopback address, so the webhook
 Service's endpoint is the inner address; kube-apiserver (``--enable-aggregator-routing``) dials it, the
 relay passes the bytes (TLS untouched) to the webhook listening on 127.0.0.1.
