@@ -38,6 +38,10 @@ from tests.cluster.binaries import BinaryError
 from tests.e2e.test_run import PODINFO, canary_spec
 from tests.ship.image import RUNTIME, ULIMITS, build, podman
 
+# Every test here needs podman and builds the image (minutes when cold), so all run with the cluster tests
+# (`make test`), none with `make unit`.
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(scope="session")
 def image() -> str:
