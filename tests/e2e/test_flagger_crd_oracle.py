@@ -51,7 +51,6 @@ SEED = 20261202
 # The whole module (server start, CRDs, generation, both verdicts for every document) on the shared
 # 2-core machine. Measured with five sessions sharing it (load average 10): 36 s for the published specs
 # and their mutations, 246 s for the generated ones (about 22 ms a document, both verdicts).
-BUDGET_S = 300.0
 BATCH = 400  # documents per `validate` call (one file of many YAML documents)
 CONNECTIONS = 4
 ESTABLISHED_TIMEOUT_S = 30.0
@@ -306,7 +305,6 @@ def test_published_specs_and_their_mutations_agree_with_flaggers_crd(
         _report("published specs and mutations", tally, time.monotonic() - started)
     assert tally.compared >= 3_000
     _assert_clean(tally)
-    assert time.monotonic() - started < BUDGET_S
 
 
 def test_specs_generated_from_flaggers_crd_agree_with_it(
@@ -322,4 +320,3 @@ def test_specs_generated_from_flaggers_crd_agree_with_it(
     _assert_clean(tally)
     # Both sides must see both verdicts often, or the comparison says little.
     assert tally.agreements > GENERATED // 4 and tally.stricter_documents > 100
-    assert time.monotonic() - started < BUDGET_S
