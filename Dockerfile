@@ -36,6 +36,8 @@ RUN python -m pip install "build>=1.2" \
 
 FROM ${BASE}
 
+# Declared again to be read here: the base's reference for the base.name label.
+ARG BASE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -48,7 +50,7 @@ LABEL org.opencontainers.image.title="canary-step" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/canary-step/canary-step" \
       org.opencontainers.image.documentation="https://github.com/canary-step/canary-step/blob/main/docs/pipelines.md" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11.13-slim-bookworm"
+      org.opencontainers.image.base.name="${BASE}"
 
 # HOME and TMPDIR on /tmp: the kubernetes client writes CA/cert temp files, and nothing else may be
 # written when the root filesystem is read-only and the UID is arbitrary.

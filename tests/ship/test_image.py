@@ -36,7 +36,7 @@ import step
 from tests.cluster import ControlPlane, wait_for
 from tests.cluster.binaries import BinaryError
 from tests.e2e.test_run import PODINFO, canary_spec
-from tests.ship.image import RUNTIME, ULIMITS, build, podman
+from tests.ship.image import RUNTIME, ULIMITS, build, local_base, podman
 
 # Every test here needs podman and builds the image (minutes when cold), so all run with the cluster tests
 # (`make test`), none with `make unit`.
@@ -82,6 +82,17 @@ def test_help_and_version_as_the_default_command(image: str) -> None:
     )
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"canary-step, version {step.__version__}"
+
+
+def test_the_labels_name_the_base_and_version(image: str) -> None:
+    inspected = subprocess.run(
+        [podman(), "image", "inspect", "--format", "{{json .Labels}}", image],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert inspected.returncode == 0, inspected.stderr
+    labels = json.loads(inspected.stdout)
+    assert labels["org.opencontainers.image.base.name"] == local_base()
+    assert labels["org.opencontainers.image.version"] == step.__version__
 
 
 @dataclass
