@@ -37,7 +37,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster.binaries import BinaryError, cache_dir
+from tests.cluster.binaries import BinaryError, cache_dir, locked
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
@@ -94,6 +94,13 @@ def local_base() -> str:
     ref = f"{LOCAL_BASE}:{base_key()}"
     if _image_exists(ref):
         return ref
+    with locked(cache_dir() / "image" / ".base.lock"):
+        if not _image_exists(ref):
+            _make_local_base(ref)
+    return ref
+
+
+def _make_local_base(ref: str) -> None:
     cache = cache_dir() / "image"
     cache.mkdir(parents=True, exist_ok=True)
     tarball = cache / f"base-{SUITE}-{base_key()}.tar"
@@ -140,7 +147,6 @@ def local_base() -> str:
         "podman import",
         timeout=600,
     )
-    return ref
 
 
 # --- the wheelhouse -------------------------------------------------------------------------------
@@ -164,6 +170,13 @@ def wheelhouse() -> Path:
     target = cache_dir() / "image" / f"wheelhouse-{key}"
     if target.is_dir():
         return target
+    with locked(cache_dir() / "image" / ".wheelhouse.lock"):
+        if not target.is_dir():
+            _download_wheels(requirements, target)
+    return target
+
+
+def _download_wheels(requirements: list[str], target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     _log(f"downloading wheels for the image build: {', '.join(requirements)}")
@@ -183,7 +196,6 @@ def wheelhouse() -> Path:
         timeout=900,
     )
     partial.rename(target)
-    return target
 
 
 # --- the image -----------------------------------------------------------------------------------
@@ -227,7 +239,8 @@ def build(*, base: str = "local", tag: str = "local") -> Built:
     else:
         raise BinaryError(f"unknown base {base!r}: local or default")
     started = time.monotonic()
-    _checked([*cmd, "."], "podman build", cwd=ROOT, timeout=1800)
+    with locked(cache_dir() / "image" / ".build.lock"):  # two sessions building at once would race
+        _checked([*cmd, "."], "podman build", cwd=ROOT, timeout=1800)
     return Built(ref=ref, base=base_ref, seconds=time.monotonic() - started)
 
 
