@@ -161,6 +161,20 @@ def _spawn(command: list[str], log_file: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process's group (a crash, not a shutdown) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=STOP_GRACE_S)
+
+
+def _respawn(command: list[str], log_file: Path) -> subprocess.Popen[bytes]:
+    """Spawn a restarted process; the log of its previous life moves to ``<log>.previous``."""
+    with contextlib.suppress(OSError):
+        log_file.replace(log_file.with_name(log_file.name + ".previous"))
+    return _spawn(command, log_file)
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -227,6 +241,9 @@ class ApiServer:
         kubeconfig: Path,
         etcd: subprocess.Popen[bytes],
         kube_apiserver: subprocess.Popen[bytes],
+        etcd_command: list[str],
+        apiserver_command: list[str],
+        etcd_port: int,
     ) -> None:
         self.workdir = workdir
         self.url = url
@@ -235,6 +252,9 @@ class ApiServer:
         self.kubeconfig = kubeconfig
         self._etcd = etcd
         self._kube_apiserver = kube_apiserver
+        self._etcd_command = etcd_command
+        self._apiserver_command = apiserver_command
+        self._etcd_port = etcd_port
         self._ssl = ssl.create_default_context(cafile=str(ca_file))
         self._stopped = False
         self._stop_lock = threading.Lock()
@@ -262,6 +282,43 @@ class ApiServer:
             _stop_process(self._etcd, STOP_GRACE_S)
             with _live_lock:
                 _live.discard(self)
+
+    def restart_apiserver(self) -> float:
+        """SIGKILL kube-apiserver and start it again: the same etcd, port, certificates and flags.
+
+        Returns the seconds until /readyz answered again. Raises :class:`ApiServerError` (with the log's
+        tail) if it does not come back within ``STARTUP_TIMEOUT_S``: a test must not go on with a dead
+        control plane that other tests share.
+        """
+        started = time.monotonic()
+        _kill(self._kube_apiserver)
+        self._kube_apiserver = _respawn(self._apiserver_command, self.logs[1])
+        self.wait_ready(started)
+        return time.monotonic() - started
+
+    def restart_etcd(self) -> float:
+        """SIGKILL etcd and start it again on the same data directory and ports; kube-apiserver stays up.
+
+        Returns the seconds until etcd is healthy and kube-apiserver's /readyz answers again; raises
+        :class:`ApiServerError` if either does not within ``STARTUP_TIMEOUT_S``.
+        """
+        started = time.monotonic()
+        _kill(self._etcd)
+        self._etcd = _respawn(self._etcd_command, self.logs[0])
+        self.wait_ready(started)
+        return time.monotonic() - started
+
+    def wait_ready(self, started: float | None = None) -> None:
+        """Wait until etcd is healthy and kube-apiserver's /readyz says 200 (both processes alive)."""
+        deadline = (time.monotonic() if started is None else started) + STARTUP_TIMEOUT_S
+        port = urllib.parse.urlsplit(self.url).port or 443
+        _wait(
+            lambda: _etcd_healthy(self._etcd_port) and _apiserver_ready(port, self._ssl, self.admin_token),
+            deadline=deadline,
+            processes={"etcd": self._etcd, "kube-apiserver": self._kube_apiserver},
+            what="the restarted control plane",
+            logs=(self.logs[1], self.logs[0]),
+        )
 
     def __enter__(self) -> ApiServer:
         return self
@@ -462,8 +519,7 @@ def _start_processes(
     etcd_client, etcd_peer, secure_port = _free_ports(3)
     etcd_log, apiserver_log = workdir / "etcd.log", workdir / "kube-apiserver.log"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    etcd = _spawn(
-        [
+    etcd_command = [
             str(found.etcd),
             "--name=default",
             f"--data-dir={workdir / 'etcd-data'}",
@@ -475,9 +531,8 @@ def _start_processes(
             # Test data is thrown away; fsync only costs time.
             "--unsafe-no-fsync",
             "--log-level=warn",
-        ],
-        etcd_log,
-    )
+    ]  # fmt: skip
+    etcd = _spawn(etcd_command, etcd_log)
     kube_apiserver: subprocess.Popen[bytes] | None = None
     try:
         _wait(
@@ -487,8 +542,7 @@ def _start_processes(
             what="etcd",
             logs=(etcd_log,),
         )
-        kube_apiserver = _spawn(
-            [
+        apiserver_command = [
                 str(found.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{etcd_client}",
                 "--bind-address=127.0.0.1",
@@ -509,9 +563,8 @@ def _start_processes(
                 "--profiling=false",
                 "--v=0",
                 *extra_args,  # the real-Knative backend's (tests.cluster.knative_real)
-            ],
-            apiserver_log,
-        )
+        ]  # fmt: skip
+        kube_apiserver = _spawn(apiserver_command, apiserver_log)
         context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         _wait(
             lambda: _apiserver_ready(secure_port, context, admin_token),
@@ -537,6 +590,9 @@ def _start_processes(
         kubeconfig=kubeconfig,
         etcd=etcd,
         kube_apiserver=kube_apiserver,
+        etcd_command=etcd_command,
+        apiserver_command=apiserver_command,
+        etcd_port=etcd_client,
     )
 
 

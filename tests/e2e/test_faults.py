@@ -452,3 +452,40 @@ def test_sigkill_right_after_the_promotion_write_then_a_rerun(runs: Runs) -> Non
     assert "podinfo-00002 has become the primary since: starting afresh" in result.stderr
     assert rerun.traffic() == {"podinfo-00002": 100} and rerun.annotation() == "podinfo-00002"
     assert runs.holder() is None
+
+
+def _killed_mid_analysis(runs: Runs, name: str) -> LoggedStep:
+    runs.steps[0].deploy(f"{PODINFO}:6.0.1")
+    step = runs.new(name)
+    step.start(canary_spec(runs.namespace, interval="2s"))
+    wait_for(lambda: step.traffic().get("podinfo-00002", 0) >= 20, timeout=60, what="canary at 20%")
+    return step
+
+
+def _ends_on_one_revision(runs: Runs, step: LoggedStep, result: Result) -> None:
+    """Promoted, or failed with the primary restored; never a traceback, never a split, the lease released."""
+    assert "Traceback" not in result.stderr
+    assert result.code in (0, 4), result.stderr
+    if result.code == 0:
+        assert result.results["decision"] == "promoted", result.stderr
+        assert step.traffic() == {"podinfo-00002": 100} and step.annotation() == "podinfo-00002"
+    else:
+        assert result.results["decision"] == "failed", result.stderr
+        assert step.traffic() == {"podinfo-00001": 100} and step.annotation() == "podinfo-00001"
+    assert runs.holder() is None
+
+
+def test_the_api_server_killed_and_restarted_mid_analysis(runs: Runs, control_plane: ControlPlane) -> None:
+    """SIGKILL of kube-apiserver at 20 %, restarted on the same etcd, port and certificates."""
+    step = _killed_mid_analysis(runs, "api-restarted")
+    control_plane.api.restart_apiserver()
+    result = step.wait(timeout=180)
+    _ends_on_one_revision(runs, step, result)
+
+
+def test_etcd_restarted_mid_analysis(runs: Runs, control_plane: ControlPlane) -> None:
+    """SIGKILL of etcd at 20 %, restarted on the same data directory; kube-apiserver stays up."""
+    step = _killed_mid_analysis(runs, "etcd-restarted")
+    control_plane.api.restart_etcd()
+    result = step.wait(timeout=180)
+    _ends_on_one_revision(runs, step, result)
