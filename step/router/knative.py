@@ -18,7 +18,7 @@ from typing import Any
 
 from step.errors import Conflict, NotFound, TrafficNotConverged, UsageError
 from step.kube import SERVICES, Kube, Obj
-from step.ports import Clock, RevisionState, ServiceView, TrafficTarget, describe_traffic
+from step.ports import Clock, RevisionPhase, RevisionState, ServiceView, TrafficTarget, describe_traffic
 from step.router.traffic import (
     converged,
     describe_view,
@@ -147,13 +147,41 @@ class KnativeRouter:
         )
 
     def _await(self, *, generation: int, desired: Sequence[TrafficTarget]) -> ServiceView:
-        def done(obj: Obj) -> ServiceView | None:
-            return converged(obj, generation=generation, desired=desired)
+        """Wait until the status shows `desired`; fail at once if it names a Revision that is gone.
 
+        Knative reports a route to a deleted Revision as Ready False, reason RevisionMissing, and keeps
+        the last status.traffic: that never converges, so waiting the whole timeout (twice, with the
+        restore that follows) would only hide what happened.
+        """
+        suspect = False
+
+        def done(obj: Obj) -> ServiceView | None:
+            nonlocal suspect
+            view = converged(obj, generation=generation, desired=desired)
+            if view is None and _route_names_a_missing_revision(obj, generation=generation):
+                suspect = True
+                return view_of(obj)  # stop waiting: look at the revisions below
+            return view
+
+        failure = (
+            f" did not show the traffic we wrote within {self._converge_timeout:g}s:"
+            f" asked {describe_traffic(desired, by='entry')} at generation {generation}"
+        )
+        found = self._watch_or_fail(done, failure=failure)
+        if not suspect:
+            return found
+        names = dict.fromkeys(t.revision_name for t in desired if t.revision_name and t.percent)
+        gone = [name for name in names if self.revision(name).phase is RevisionPhase.MISSING]
+        if gone:
+            raise TrafficNotConverged(
+                f"Knative Service {self._namespace}/{self._name} cannot route to"
+                f" {' and '.join(f'Revision {name}' for name in gone)}: it no longer exists"
+                f" (deleted during the analysis); asked {describe_traffic(desired, by='entry')};"
+                f" it shows {describe_view(view_of(self._current()))}"
+            )
+        # The revisions exist after all (a transient report): wait as usual, without the shortcut.
         return self._watch_or_fail(
-            done,
-            failure=f" did not show the traffic we wrote within {self._converge_timeout:g}s:"
-            f" asked {describe_traffic(desired, by='entry')} at generation {generation}",
+            lambda obj: converged(obj, generation=generation, desired=desired), failure=failure
         )
 
     def _watch_or_fail(self, predicate: Callable[[Obj], ServiceView | None], *, failure: str) -> ServiceView:
@@ -232,6 +260,17 @@ class KnativeRouter:
     def _current(self) -> Obj:
         """A private copy of the newest Service object (callers edit what they build patches from)."""
         return copy.deepcopy(self._service.current())
+
+
+def _route_names_a_missing_revision(obj: Obj, *, generation: int) -> bool:
+    """Ready False with reason RevisionMissing at (or past) the written generation: a named Revision is
+    gone or failed (a Revision not ready yet is Unknown, not False; knative-semantics 2.7)."""
+    view = view_of(obj)
+    return (
+        view.observed_generation >= generation
+        and view.ready is False
+        and view.ready_reason == "RevisionMissing"
+    )
 
 
 def _same_spec(desired: Sequence[TrafficTarget], spec: Sequence[TrafficTarget]) -> bool:

@@ -489,3 +489,88 @@ def test_etcd_restarted_mid_analysis(runs: Runs, control_plane: ControlPlane) ->
     control_plane.api.restart_etcd()
     result = step.wait(timeout=180)
     _ends_on_one_revision(runs, step, result)
+
+
+def _spec_traffic(step: Step) -> dict[str, int]:
+    """What the Service asks for (spec), which a write changes at once; the status follows later."""
+    split: dict[str, int] = {}
+    for target in step.service()["spec"].get("traffic") or []:
+        if target.get("percent"):
+            name = target.get("revisionName") or "latest"
+            split[name] = split.get(name, 0) + target["percent"]
+    return split
+
+
+def _kill_once(step: LoggedStep, landed: Any, what: str) -> None:
+    """SIGKILL the step the moment its write has landed, while it still waits for the status to follow."""
+    wait_for(landed, timeout=90, interval=0.005, what=what)
+    assert step.process is not None
+    step.process.kill()
+    assert step.wait(timeout=10).code == -signal.SIGKILL  # it was still inside the write
+
+
+def test_sigkill_inside_the_pin_write_then_a_rerun(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """An unpinned Service, a run that deploys (`--image`): killed once its pin of podinfo-00001 landed,
+    before the deploy. The rerun finds the Service pinned, deploys, analyses and promotes."""
+    control_plane.create_podinfo(namespace)
+    control_plane.wait_ready(namespace, "podinfo", "podinfo-00001")
+    killed, rerun = LoggedStep(control_plane, namespace, tmp_path / "killed"), None
+    (tmp_path / "killed").mkdir()
+    spec = canary_spec(namespace, interval="1s")
+    args = ("--image", f"{PODINFO}:6.0.1", "--lease-duration", "3s")
+    killed.start(spec, args=args)
+    _kill_once(killed, lambda: _spec_traffic(killed) == {"podinfo-00001": 100}, "the pin written")
+    assert killed.annotation() == "podinfo-00001"
+    assert control_plane.get_revision(namespace, "podinfo-00002") is None  # killed before the deploy
+
+    (tmp_path / "rerun").mkdir()
+    rerun = LoggedStep(control_plane, namespace, tmp_path / "rerun")
+    result = rerun.run(spec, args=args, timeout=120)
+    assert result.code == 0 and result.results["decision"] == "promoted", result.stderr
+    assert rerun.traffic() == {"podinfo-00002": 100} and rerun.annotation() == "podinfo-00002"
+    assert result.report["lease"]["waitedSeconds"] <= 3 + 2  # an owner again within the lease duration
+    assert result.report["lease"]["tookOverFrom"] is not None
+
+
+def test_sigkill_inside_the_rollback_write_then_a_rerun(runs: Runs) -> None:
+    """A failing canary: killed once its rollback (100 % back on podinfo-00001) landed. The rerun says what
+    it found and ends with everything on the primary."""
+    ns = runs.namespace
+    runs.steps[0].deploy(f"{PODINFO}:6.0.2-fault-5xx-60")
+    spec = canary_spec(ns, interval="1s", threshold=2)
+    killed, rerun = runs.new("killed"), runs.new("rerun")
+    killed.start(spec, args=("--lease-duration", "3s"))
+    wait_for(lambda: killed.traffic().get("podinfo-00002", 0) >= 10, timeout=60, what="canary at 10%")
+    _kill_once(killed, lambda: _spec_traffic(killed) == {"podinfo-00001": 100}, "the rollback written")
+
+    result = rerun.run(spec, args=("--lease-duration", "3s"), timeout=120)
+    assert "Traceback" not in result.stderr
+    first = next(line for line in _lines(result) if not line.startswith("waiting for the Service's lease"))
+    assert first.startswith("found an analysis of podinfo-00002 interrupted at "), result.stderr
+    assert result.code == 3, result.stderr
+    assert result.results["decision"] == "rolled-back", result.stderr
+    assert rerun.traffic() == {"podinfo-00001": 100} and rerun.annotation() == "podinfo-00001"
+    assert result.report["lease"]["waitedSeconds"] <= 3 + 2
+    assert runs.holder() is None
+
+
+def test_the_primary_revision_deleted_mid_analysis(runs: Runs, control_plane: ControlPlane) -> None:
+    """The primary Revision deleted at 20 %: the next write cannot converge and neither can the restore.
+    The step says so at once (not after two traffic timeouts) and exits 5: a person must choose."""
+    step = _killed_mid_analysis(runs, "primary-deleted")
+    control_plane.knative.delete("revisions", runs.namespace, "podinfo-00001")
+    result = step.wait(timeout=120)
+    assert "Traceback" not in result.stderr
+    assert result.code == 5, result.stderr
+    assert (result.results["decision"], result.results["reason"]) == ("failed", "rollback-failed")
+    last = _lines(result)[-1]
+    assert "cannot route to Revision podinfo-00001: it no longer exists" in last, last
+    assert "Traffic: possibly split" in last and last.endswith("Exit 5."), last
+    # read from Knative's RevisionMissing at once, not after a 60 s traffic timeout per write
+    # nothing routed to the unanalysed canary beyond the weight it had reached; the primary not moved
+    assert step.annotation() == "podinfo-00001"
+    assert step.traffic().get("podinfo-00002", 0) <= 30
+    assert result.report["service"]["readyReason"] == "RevisionMissing"
+    assert runs.holder() is None
