@@ -243,11 +243,12 @@ def test_wait_for_change_returns_on_the_next_change_or_at_the_timeout(
 
 @pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_set_image_names_the_container_or_refuses(control_plane: ControlPlane, namespace: str) -> None:
-    from step.errors import SpecError  # noqa: PLC0415
+    from step.errors import ExitCode, UsageError  # noqa: PLC0415
 
     plane = control_plane
     router = _router(plane, namespace)
-    with pytest.raises(SpecError, match='has no container named "sidecar"'):
+    with pytest.raises(UsageError, match='has no container named "sidecar"') as refused:
         router.set_image(image=f"{IMAGE}:6.0.1", container="sidecar")
+    assert refused.value.exit_code is ExitCode.USAGE  # a mistake no retry fixes, not a spec problem
     view = router.set_image(image=f"{IMAGE}:6.0.0", container=None)  # unchanged: no new revision
     assert view.latest_created_revision == "podinfo-00001"
