@@ -2,8 +2,10 @@
 
 Each case ends with 100 % of the traffic on the right revision, and the results and the report saying
 what happened: concurrent runs (the second finds its revision promoted; three runs deploying three
-images promote them in turn), SIGKILL at a weight and a rerun that resumes, a paused run whose lease was
-taken over (it writes nothing after it wakes), and the Service deleted mid-analysis.
+images promote them in turn), SIGKILL at a weight and a rerun that resumes, SIGKILL inside the pin and the
+rollback writes (killed the moment the write lands, while the step waits for the status), a paused run
+whose lease was taken over (it writes nothing after it wakes), kube-apiserver killed and restarted, etcd
+restarted, the Service deleted and the primary Revision deleted mid-analysis.
 """
 
 from __future__ import annotations
