@@ -546,8 +546,10 @@ def test_sigkill_inside_the_rollback_write_then_a_rerun(runs: Runs) -> None:
     killed.start(spec, args=("--lease-duration", "3s"))
     wait_for(lambda: killed.traffic().get("podinfo-00002", 0) >= 10, timeout=60, what="canary at 10%")
     _kill_once(killed, lambda: _spec_traffic(killed) == {"podinfo-00001": 100}, "the rollback written")
+    before = advances(killed.events())
 
     result = rerun.run(spec, args=("--lease-duration", "3s"), timeout=120)
+    assert advances(rerun.events()) == before  # the failing canary got no traffic again
     assert "Traceback" not in result.stderr
     first = next(line for line in _lines(result) if not line.startswith("waiting for the Service's lease"))
     assert first.startswith("found an analysis of podinfo-00002 interrupted at "), result.stderr
