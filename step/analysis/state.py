@@ -66,6 +66,9 @@ class Reason(enum.StrEnum):
     LEASE_LOST = "lease-lost"
     LOCKED = "locked"
     ALREADY_PROMOTED = "already-promoted"
+    # Written by the shipped launchers (Tekton, Argo, the action) before canary-step starts, so a usage
+    # error or a kill still leaves results; canary-step itself never ends with it.
+    NO_RESULTS_WRITTEN = "no-results-written"
 
     @classmethod
     def interrupted_by(cls, signal_name: str) -> Reason:

@@ -48,7 +48,7 @@ ACTION = ROOT / "action.yml"
 DOCS = ROOT / "docs" / "pipelines.md"
 
 # What the launcher writes before canary-step starts.
-DEFAULT_DECISION, DEFAULT_REASON = "failed", "no-results-written"
+DEFAULT_DECISION, DEFAULT_REASON = Decision.FAILED.value, Reason.NO_RESULTS_WRITTEN.value
 KILLED = "SIGKILL"
 
 
