@@ -18,8 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.kube_clients import close_all
+
 if TYPE_CHECKING:
     from tests.cluster import ControlPlane
+
+
+@pytest.fixture(autouse=True)
+def _close_kube_clients() -> Iterator[None]:
+    """Close the step's Kube clients the test opened (tests.kube_clients), whatever the outcome."""
+    yield
+    close_all()
 
 
 @pytest.fixture(scope="session")

@@ -149,6 +149,9 @@ class Kube:
         return str(self._api.configuration.host)
 
     def close(self) -> None:
+        """Close the pooled connections too: ``ApiClient.close()`` leaves their sockets to the GC."""
+        with contextlib.suppress(AttributeError):
+            self._api.rest_client.pool_manager.clear()
         self._api.close()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ Knative Service

@@ -142,6 +142,7 @@ class ControlPlane:
         self._stopped = False
         self._stop_lock = threading.Lock()
         self._stoppers: list[Callable[[], None]] = []
+        self._clients: list[Any] = []  # kubernetes ApiClients, closed after every stopper ran
         self.started_in: float = 0.0
         self.timings: dict[str, float] = {}
 
@@ -181,7 +182,7 @@ class ControlPlane:
 
     def _start(self) -> None:
         from tests.cluster.dataplane import DataPlane  # noqa: PLC0415
-        from tests.cluster.knative_sim import Kube, api_client_for  # noqa: PLC0415
+        from tests.cluster.knative_sim import Kube  # noqa: PLC0415
         from tests.cluster.loadtester import LoadTester  # noqa: PLC0415
         from tests.cluster.prom import Prometheus  # noqa: PLC0415
 
@@ -203,7 +204,7 @@ class ControlPlane:
             self._start_real(started, lookup)
         else:
             self._start_sim(started, lookup)
-        self.knative = Kube(api_client_for(self.kubeconfig), field_manager="harness")
+        self.knative = Kube(self._api_client(), field_manager="harness")
 
         router_port = self.dataplane.router.port
         self.loadtester = LoadTester(resolve=lambda _host: ("127.0.0.1", router_port))
@@ -220,7 +221,6 @@ class ControlPlane:
         from tests.cluster.kingress import KIngressReconciler  # noqa: PLC0415
         from tests.cluster.knative_binaries import ensure  # noqa: PLC0415
         from tests.cluster.knative_real import APISERVER_ARGS, INGRESS_CLASS, RealKnative  # noqa: PLC0415
-        from tests.cluster.knative_sim import api_client_for  # noqa: PLC0415
 
         found = ensure()
         # etcd 3.6 (knative_binaries.py says why) under the same kube-apiserver.
@@ -236,7 +236,7 @@ class ControlPlane:
         self._stoppers.append(self.real.stop)
         self.real.start()
         self._mark(started, "knative")
-        dataplane_client = api_client_for(self.kubeconfig)
+        dataplane_client = self._api_client()
         lookup.append(revision_lookup_from_cluster(dataplane_client))
         self.kingress = KIngressReconciler(
             self.dataplane, dataplane_client, ingress_class=INGRESS_CLASS, delay=self.ready_delay
@@ -249,7 +249,7 @@ class ControlPlane:
         from tests.cluster.apiserver import start_apiserver  # noqa: PLC0415
         from tests.cluster.crds import install_crds  # noqa: PLC0415
         from tests.cluster.dataplane import revision_lookup_from_cluster, watch_services  # noqa: PLC0415
-        from tests.cluster.knative_sim import KnativeSimulator, api_client_for  # noqa: PLC0415
+        from tests.cluster.knative_sim import KnativeSimulator  # noqa: PLC0415
 
         self.api = start_apiserver(self.workdir / "apiserver")
         self._stoppers.append(self.api.stop)
@@ -258,14 +258,22 @@ class ControlPlane:
         install_crds(self.api)
         self._mark(started, "crds")
 
-        dataplane_client = api_client_for(self.kubeconfig)
+        dataplane_client = self._api_client()
         lookup.append(revision_lookup_from_cluster(dataplane_client))
         self._stoppers.append(watch_services(self.dataplane, dataplane_client))
         self._mark(started, "dataplane")
-        self.simulator = KnativeSimulator(api_client_for(self.kubeconfig), ready_delay=self.ready_delay)
+        self.simulator = KnativeSimulator(self._api_client(), ready_delay=self.ready_delay)
         self._stoppers.append(self.simulator.stop)
         self.simulator.start()
         self._mark(started, "simulator")
+
+    def _api_client(self) -> Any:
+        """A kubernetes ApiClient for the admin kubeconfig, closed by :meth:`stop`."""
+        from tests.cluster.knative_sim import api_client_for  # noqa: PLC0415
+
+        api_client = api_client_for(self.kubeconfig)
+        self._clients.append(api_client)
+        return api_client
 
     def stop(self) -> None:
         """Stop everything that was started, last first; idempotent; never raises."""
@@ -278,6 +286,10 @@ class ControlPlane:
             with contextlib.suppress(Exception):
                 stopper()
             self._mark(started, f"stop {getattr(stopper, '__qualname__', stopper)}")
+        from tests.cluster.knative_sim import close_api_client  # noqa: PLC0415
+
+        for api_client in self._clients:
+            close_api_client(api_client)
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -1016,6 +1016,15 @@ def api_client_for(kubeconfig: Path, context: str | None = None) -> client.ApiCl
     return api_client
 
 
+def close_api_client(api_client: client.ApiClient) -> None:
+    """Close the client's pooled connections now (kubernetes' own ``close()`` leaves them to the GC,
+    which under ``-W error`` turns each still-open socket into a ResourceWarning in some later test)."""
+    with contextlib.suppress(Exception):
+        api_client.rest_client.pool_manager.clear()
+    with contextlib.suppress(Exception):
+        api_client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.cluster.knative_sim", description=__doc__.split("\n")[0]

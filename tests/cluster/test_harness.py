@@ -19,7 +19,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import ControlPlane, condition, wait_for
-from tests.cluster.knative_sim import READY_DELAY_ANNOTATION, Informer, api_client_for
+from tests.cluster.knative_sim import READY_DELAY_ANNOTATION, Informer, api_client_for, close_api_client
 
 pytestmark = pytest.mark.cluster
 
@@ -71,7 +71,8 @@ class StatusRecorder:
                 with self._lock:
                     self.statuses.append({"generation": meta["generation"], **(obj.get("status") or {})})
 
-        self._informer = Informer(api_client_for(plane.kubeconfig), "services", on_event)
+        self._client = api_client_for(plane.kubeconfig)
+        self._informer = Informer(self._client, "services", on_event)
 
     def __enter__(self) -> StatusRecorder:
         self._informer.start()
@@ -80,6 +81,7 @@ class StatusRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self._informer.stop()
+        close_api_client(self._client)
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:

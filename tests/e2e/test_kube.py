@@ -17,6 +17,7 @@ from step.kube import Kube, RetryPolicy, connect
 from step.ports import CanaryStatus
 from step.report.kube import CanaryStatusSink, KubeEventSink
 from step.router.knative import KnativeRouter
+from tests.kube_clients import opened
 
 if TYPE_CHECKING:
     from tests.cluster import ControlPlane
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.cluster
 
 
 def _admin(plane: ControlPlane) -> Kube:
-    return connect(kubeconfig=str(plane.kubeconfig), context=None, retry=RetryPolicy.no_retries())
+    return opened(connect(kubeconfig=str(plane.kubeconfig), context=None, retry=RetryPolicy.no_retries()))
 
 
 def _as_service_account(
@@ -46,7 +47,7 @@ def _as_service_account(
         assert status == 201, answer
     token = plane.api.token_for(namespace, "step")
     kubeconfig = plane.api.kubeconfig_for_token(token, tmp_path / "step.kubeconfig")
-    return connect(kubeconfig=str(kubeconfig), context=None, retry=RetryPolicy(attempts=3))
+    return opened(connect(kubeconfig=str(kubeconfig), context=None, retry=RetryPolicy(attempts=3)))
 
 
 @pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001

@@ -22,6 +22,7 @@ from step.kube.lease import (
     lease_name,
 )
 from step.kube.mapping import Target, TransientAPIError
+from tests.kube_clients import opened
 
 if TYPE_CHECKING:
     from tests.cluster import ControlPlane
@@ -32,7 +33,7 @@ LEASES = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
 
 
 def _admin(plane: ControlPlane) -> Kube:
-    return connect(kubeconfig=str(plane.kubeconfig), context=None, retry=RetryPolicy.no_retries())
+    return opened(connect(kubeconfig=str(plane.kubeconfig), context=None, retry=RetryPolicy.no_retries()))
 
 
 def _lease(kube: Kube, namespace: str, identity: str, *, duration: int = 15) -> Lease:
@@ -281,7 +282,7 @@ def test_a_403_names_the_lease_verb(control_plane: ControlPlane, namespace: str,
         )
         assert status == 201, answer
     kubeconfig = plane.api.kubeconfig_for_token(plane.api.token_for(namespace, "step"), tmp_path / "k")
-    kube = connect(kubeconfig=str(kubeconfig), context=None, retry=RetryPolicy(attempts=3))
+    kube = opened(connect(kubeconfig=str(kubeconfig), context=None, retry=RetryPolicy(attempts=3)))
     with pytest.raises(Forbidden) as caught:
         _lease(kube, namespace, "run-a").acquire(wait=0)
     assert str(caught.value) == (
@@ -297,10 +298,12 @@ def test_a_renewal_retried_after_its_answer_was_lost_is_not_a_lost_lease(
     """The update reached the API server but its answer did not come back (a reset connection): the retry
     gets 409, since the resourceVersion it carries is ours from before. Reading the Lease shows our own
     renewal, so the run goes on holding it."""
-    kube = connect(
-        kubeconfig=str(control_plane.kubeconfig),
-        context=None,
-        retry=RetryPolicy(attempts=3, backoff_base=0.0, backoff_cap=0.0, jitter=0.0),
+    kube = opened(
+        connect(
+            kubeconfig=str(control_plane.kubeconfig),
+            context=None,
+            retry=RetryPolicy(attempts=3, backoff_base=0.0, backoff_cap=0.0, jitter=0.0),
+        )
     )
     lease = _lease(kube, namespace, "run-a")
     lease.acquire(wait=0)

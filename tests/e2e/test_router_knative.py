@@ -16,6 +16,7 @@ from step.errors import TrafficNotConverged
 from step.kube import Kube, RetryPolicy, connect
 from step.ports import RevisionPhase
 from step.router.knative import KnativeRouter
+from tests.kube_clients import opened
 
 if TYPE_CHECKING:
     from tests.cluster import ControlPlane
@@ -26,7 +27,9 @@ IMAGE = "ghcr.io/stefanprodan/podinfo"
 
 
 def _kube(plane: ControlPlane) -> Kube:
-    return connect(kubeconfig=str(plane.kubeconfig), context=None, retry=RetryPolicy(attempts=3, deadline=10))
+    return opened(
+        connect(kubeconfig=str(plane.kubeconfig), context=None, retry=RetryPolicy(attempts=3, deadline=10))
+    )
 
 
 _OPEN: list[KnativeRouter] = []

@@ -20,6 +20,7 @@ import pytest
 
 from step.errors import APIError, Conflict, Forbidden, Invalid, NotFound, UsageError
 from step.kube import Kube, RetryPolicy, connect
+from tests.kube_clients import opened
 
 
 @dataclass
@@ -91,11 +92,13 @@ class Sleeps(list[float]):
 
 
 def _kube(tmp_path: Path, url: str, *, retry: RetryPolicy, sleeps: Sleeps | None = None) -> Kube:
-    return connect(
-        kubeconfig=_kubeconfig(tmp_path, url),
-        context=None,
-        retry=retry,
-        sleep=sleeps if sleeps is not None else Sleeps(),
+    return opened(
+        connect(
+            kubeconfig=_kubeconfig(tmp_path, url),
+            context=None,
+            retry=retry,
+            sleep=sleeps if sleeps is not None else Sleeps(),
+        )
     )
 
 

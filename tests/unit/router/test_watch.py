@@ -19,6 +19,7 @@ from step.clock import MonotonicClock
 from step.errors import NotFound
 from step.kube import Kube, RetryPolicy, connect
 from step.router.watch import ServiceWatch, is_newer
+from tests.kube_clients import opened
 
 
 def _service(rv: str, **annotations: str) -> dict[str, object]:
@@ -100,7 +101,7 @@ def _watch(tmp_path: Path, url: str) -> tuple[ServiceWatch, Kube]:
             }
         )
     )
-    kube = connect(kubeconfig=str(config), context=None, retry=RetryPolicy.no_retries())
+    kube = opened(connect(kubeconfig=str(config), context=None, retry=RetryPolicy.no_retries()))
     return ServiceWatch(kube, namespace="test", name="podinfo", clock=MonotonicClock()), kube
 
 
