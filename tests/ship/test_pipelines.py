@@ -28,6 +28,7 @@ from click.testing import CliRunner
 import step
 from step.cli import cli
 from step.contract import RESULT_NAMES
+from step.kube.lease import POD_NAME_ENV, POD_UID_ENV
 from tests.ship.conftest import tool_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,7 +121,17 @@ def _argo_template(wt: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _env(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    """The variables a template sets from its params (the downward API's are in `_downward`)."""
+    return {e["name"]: e.get("value", "") for e in container.get("env", []) if "valueFrom" not in e}
+
+
+def _downward(container: dict[str, Any]) -> dict[str, str]:
+    """Variable -> the pod field it is read from (``valueFrom.fieldRef``)."""
+    return {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container.get("env", [])
+        if "fieldRef" in e.get("valueFrom", {})
+    }
 
 
 def _action() -> dict[str, Any]:
@@ -163,6 +174,13 @@ def test_every_canary_step_variable_is_a_run_option() -> None:
     assert {n for n in used if n.startswith("CANARY_STEP_")} - LAUNCHER_ENV <= set(options)
     # The launcher's own variables are prefixed too, so a job's env of a common name changes nothing.
     assert all(n.startswith("CANARY_STEP_") for n in used)
+
+
+def test_the_lease_holder_is_named_by_pod_in_tekton_and_argo() -> None:
+    """The Lease's holderIdentity says `pod <name> uid <uid>` only if the step's env carries them."""
+    want = {POD_NAME_ENV: "metadata.name", POD_UID_ENV: "metadata.uid"}
+    assert _downward(_task()["spec"]["steps"][0]) == want
+    assert _downward(_argo_template(_workflow_template(), "knative-canary")["container"]) == want
 
 
 def test_action_inputs_mirror_the_cli() -> None:
