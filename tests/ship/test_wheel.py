@@ -43,6 +43,9 @@ class Installed:
     venv: Path
     site_packages: Path
     baseline_bytes: int  # site-packages of the empty virtualenv (pip itself)
+    wheels: Path  # the wheelhouse of the Dockerfile's `pip wheel`
+    wheel_args: list[str]  # its arguments, as the Dockerfile has them (paths made local)
+    install_args: list[str]  # the final stage's `pip install` arguments (paths made local)
 
     @property
     def exe(self) -> Path:
@@ -63,6 +66,8 @@ def _tree_bytes(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def installed() -> Iterator[Installed]:
+    """The wheel built here, installed into a fresh virtualenv by the Dockerfile's own two pip commands:
+    stage 1's `pip wheel` (binary wheels only) and the final stage's index-less `pip install`."""
     # Not under pytest's 0700 basetemp: the unprivileged UID must be able to reach the virtualenv.
     work = Path(tempfile.mkdtemp(prefix="canary-step-wheel-"))
     work.chmod(0o755)
@@ -71,19 +76,37 @@ def installed() -> Iterator[Installed]:
         build = _run([sys.executable, "-m", "build", "--wheel", "--outdir", dist, ROOT], timeout=600)
         assert build.returncode == 0, build.stdout + build.stderr
         (wheel,) = dist.glob("canary_step-*.whl")
+        wheels = work / "wheels"
+        wheel_args = [
+            a.replace("/wheels", str(wheels)) for a in _pip_args("wheel", 0) if not a.startswith("/dist/")
+        ]
+        built = _run([sys.executable, "-m", "pip", "wheel", *wheel_args, wheel], timeout=600)
+        assert built.returncode == 0, built.stdout + built.stderr
         venv = work / "venv"
         made = _run([sys.executable, "-m", "venv", venv], timeout=300)
         assert made.returncode == 0, made.stderr
         (site_packages,) = (venv / "lib").glob("python3*/site-packages")
         baseline = _tree_bytes(site_packages)
-        env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1"}
+        env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         env.pop("PYTHONPATH", None)
-        pip = _run([venv / "bin" / "python", "-m", "pip", "install", "-q", wheel], env=env, timeout=600)
+        env.pop("PIP_FIND_LINKS", None)  # only the wheelhouse, as in the image
+        install_args = [a.replace("/wheels", str(wheels)) for a in _pip_args("install", -1)]
+        pip = _run(
+            [venv / "bin" / "python", "-m", "pip", "install", "-q", *install_args], env=env, timeout=600
+        )
         assert pip.returncode == 0, pip.stdout + pip.stderr
         for p in [work, *work.rglob("*")]:
             if p.is_dir() and not p.is_symlink():
                 p.chmod(0o755)
-        yield Installed(wheel=wheel, venv=venv, site_packages=site_packages, baseline_bytes=baseline)
+        yield Installed(
+            wheel=wheel,
+            venv=venv,
+            site_packages=site_packages,
+            baseline_bytes=baseline,
+            wheels=wheels,
+            wheel_args=wheel_args,
+            install_args=install_args,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -241,23 +264,15 @@ def _pip_args(subcommand: str, stage: int) -> list[str]:
     return found[0]
 
 
-def test_the_dockerfiles_two_pip_commands_work_here(installed: Installed, tmp_path: Path) -> None:
-    """Stage 1's `pip wheel` and the final stage's index-less `pip install`, with the Dockerfile's own
-    flags, on this machine's platform: every dependency comes as a binary wheel, nothing is compiled."""
-    wheel_args = _pip_args("wheel", 0)
-    assert "--only-binary=:all:" in wheel_args
-    wheels = tmp_path / "wheels"
-    args = [a.replace("/wheels", str(wheels)) for a in wheel_args if not a.startswith("/dist/")]
-    built = _run([installed.python, "-m", "pip", "wheel", *args, installed.wheel], timeout=600)
-    assert built.returncode == 0, built.stdout + built.stderr
-    assert all(p.suffix == ".whl" for p in wheels.iterdir())
-    venv = tmp_path / "image-venv"
-    assert _run([sys.executable, "-m", "venv", venv]).returncode == 0
-    install_args = [a.replace("/wheels", str(wheels)) for a in _pip_args("install", -1)]
-    assert "--no-index" in install_args and install_args[-1] == "canary-step"
-    done = _run([venv / "bin" / "python", "-m", "pip", "install", "-q", *install_args], timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    version = _run([venv / "bin" / "canary-step", "--version"], env=_clean_env(), cwd="/")
+def test_the_dockerfiles_two_pip_commands_work_here(installed: Installed) -> None:
+    """Stage 1's `pip wheel` and the final stage's index-less `pip install` (the `installed` fixture runs
+    them with the Dockerfile's own flags) on this machine's platform: every dependency comes as a binary
+    wheel, nothing is compiled, and the installed command runs."""
+    assert "--only-binary=:all:" in installed.wheel_args
+    assert all(p.suffix == ".whl" for p in installed.wheels.iterdir())
+    assert any(p.name.startswith("kubernetes-") for p in installed.wheels.iterdir())
+    assert "--no-index" in installed.install_args and installed.install_args[-1] == "canary-step"
+    version = _run([installed.exe, "--version"], env=_clean_env(), cwd="/")
     assert version.returncode == 0 and version.stdout.strip().endswith(step.__version__), version.stderr
 
 
