@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CANARY_STEP_CACHE ?= $(HOME)/.cache/canary-step
 
-.PHONY: help setup tools test unit lint typecheck imports demo cluster bench validate-examples wheel image container-tools clean
+.PHONY: help setup tools test unit lint typecheck imports demo cluster bench bench-image validate-examples wheel image container-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -38,7 +38,7 @@ test: tools container-tools lint typecheck imports ## everything CI runs: lint, 
 	$(PY) -m pytest
 
 unit: setup ## the tests that need no control plane
-	$(PY) -m pytest -m 'not cluster'
+	$(PY) -m pytest -m 'not cluster and not bench'
 
 validate-examples: setup ## validate and plan the examples (no cluster)
 	-$(VENV)/bin/canary-step validate examples/*.yaml
@@ -52,6 +52,9 @@ cluster: tools ## start the local control plane and wait; prints the kubeconfig 
 
 bench: tools ## the seed's scenario at a 1 s interval: wall time, API requests per tick, peak RSS
 	$(PY) bench/run.py
+
+bench-image: tools container-tools ## the image: container start to the first API request, peak memory of a promotion
+	$(PY) -m pytest -p no:xdist -s -m bench tests/ship/test_image.py
 
 wheel: setup ## build the wheel into dist/
 	$(PY) -m build --wheel --outdir dist .

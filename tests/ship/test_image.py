@@ -580,7 +580,7 @@ def test_argo_output_parameters_after_promote_rollback_and_exit_4(container: Con
             assert value == (tmp_dir / "canary-step" / "results" / name).read_text(), name
 
 
-# --- measured (printed with -s; the goals are in docs/pipelines.md, not asserted) ---------------------
+# --- measured: benchmarks, not tests (`make bench-image` prints them; the goals are in docs/pipelines.md) ---
 
 
 class _FirstRequest(http.server.BaseHTTPRequestHandler):
@@ -597,6 +597,7 @@ class _FirstRequest(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.bench
 def test_measure_container_start_to_first_api_request(image: str, tmp_path: Path) -> None:
     """`podman run` to the first request on an API server stand-in on loopback (it answers 503)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FirstRequest)
@@ -647,6 +648,7 @@ _PEAK_RSS = (
 
 
 @pytest.mark.cluster
+@pytest.mark.bench
 def test_measure_peak_memory_of_a_promotion_in_the_container(container: Container) -> None:
     container.cp.set_image(container.namespace, "podinfo", f"{PODINFO}:6.0.1")
     cmd = container.command(canary_spec(container.namespace, interval="1s"))
