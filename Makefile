@@ -54,7 +54,7 @@ bench: tools ## the seed's scenario at a 1 s interval: wall time, API requests p
 	$(PY) bench/run.py
 
 bench-image: tools container-tools ## the image: container start to the first API request, peak memory of a promotion
-	$(PY) -m pytest -p no:xdist -s -m bench tests/ship/test_image.py
+	$(PY) -m pytest -n 0 -s -m bench tests/ship/test_image.py
 
 wheel: setup ## build the wheel into dist/
 	$(PY) -m build --wheel --outdir dist .
