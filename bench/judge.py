@@ -112,12 +112,16 @@ def one_run(plane: ControlPlane, scenario: Scenario, work: Path, index: int) -> 
         started = time.monotonic()
         result = step.run(spec, timeout=300)
         seconds = time.monotonic() - started
-        judged = any(
-            c.get("classification") in ("Pass", "High", "Low")
-            for t in result.report.get("ticks", [])
-            for c in t["checks"]
-        )
-        return result.results.get("decision", f"exit {result.code}"), judged, seconds
+        ticks = result.report.get("ticks", [])
+        judged = any(c.get("classification") in ("Pass", "High", "Low") for t in ticks for c in t["checks"])
+        decision = result.results.get("decision", f"exit {result.code}")
+        if decision != scenario.expected:  # say why, so a wrong decision can be looked into
+            for tick in ticks:
+                for check in tick["checks"]:
+                    if check["verdict"] in ("fail", "error"):
+                        weight = tick.get("canaryWeight")
+                        print(f"  run {index} tick {tick.get('index')} at {weight}%: {check}", flush=True)
+        return decision, judged, seconds
     finally:
         plane.dataplane.set_fault(namespace, NO_FAULT)
 

@@ -36,6 +36,7 @@ import step
 from tests.cluster import ControlPlane, wait_for
 from tests.cluster.binaries import BinaryError
 from tests.e2e.test_run import PODINFO, canary_spec
+from tests.ship.conftest import env_value
 from tests.ship.image import RUNTIME, ULIMITS, build, local_base, podman
 
 # Every test here needs podman and builds the image (minutes when cold), so all run with the cluster tests
@@ -297,7 +298,7 @@ def _tekton_env(step_name: str, workspaces: dict[str, str], **extra: str) -> dic
     params = {p["name"]: str(p.get("default", "")) for p in _task()["spec"]["params"]}
     env = {}
     for item in _task_step(step_name).get("env", []):
-        value = str(item["value"])
+        value = env_value(item)
         for name, default in params.items():
             value = value.replace(f"$(params.{name})", default)
         for name, path in workspaces.items():
@@ -539,7 +540,7 @@ def test_argo_output_parameters_after_promote_rollback_and_exit_4(container: Con
         inputs = {**defaults, "canary": "canary.yaml", "metrics-server": metrics}
         env = {}
         for item in template["container"]["env"]:
-            value = str(item["value"])
+            value = env_value(item)
             for name, given in inputs.items():
                 value = value.replace(f"{{{{inputs.parameters.{name}}}}}", given)
             env[item["name"]] = value

@@ -30,7 +30,7 @@ from step.analysis.state import Reason
 from step.cli import cli
 from step.contract import RESULT_NAMES
 from step.kube.lease import POD_NAME_ENV, POD_UID_ENV
-from tests.ship.conftest import tool_run
+from tests.ship.conftest import env_value, tool_run
 
 ROOT = Path(__file__).resolve().parents[2]
 TEKTON = sorted((ROOT / "tekton").glob("*.yaml"))
@@ -1017,7 +1017,7 @@ def test_tekton_task_runs_as_tekton_would_start_it(wired: dict[str, Any], tmp_pa
 
         return _TEKTON_VAR.sub(one, value)
 
-    env = {e["name"]: substitute(e["value"]) for e in spec["steps"][0]["env"]}
+    env = {e["name"]: substitute(env_value(e)) for e in spec["steps"][0]["env"]}
     assert env.pop("CANARY_STEP_RESULTS_DIR") == TEKTON_RESULTS_DIR
     env["CANARY_STEP_RESULTS_DIR"] = str(results_dir)  # /tekton/results is a mount; here a directory
     proc = _launch_for_real(spec["steps"][0]["script"], {**env, "TMPDIR": str(tmp_path)}, tmp_path)
@@ -1049,7 +1049,7 @@ def test_argo_template_runs_as_argo_would_start_it(wired: dict[str, Any], tmp_pa
         return str(pod_tmp) + value[len(mount) :] if value.startswith(mount + "/") else value
 
     env = {
-        e["name"]: in_pod(_ARGO_VAR.sub(lambda m: params[m.group(1)], e["value"])) for e in container["env"]
+        e["name"]: in_pod(_ARGO_VAR.sub(lambda m: params[m.group(1)], env_value(e))) for e in container["env"]
     }
     # In the pod, the ServiceAccount token is mounted; here the same token comes as a kubeconfig.
     env["CANARY_STEP_KUBECONFIG"] = str(wired["scenario"].kubeconfig)
