@@ -353,6 +353,15 @@ class _Run:
         self.kube: Any = None
         self.held: Held | None = None
         self.notifier: ChatNotifier | None = None
+        # Every way out of `run` and `plan --check` ends the click context, an exit's too.
+        ctx.call_on_close(self._disconnect)
+
+    def _disconnect(self) -> None:
+        """Close the Kube client's pooled connections (after the results, which count its requests)."""
+        kube, self.kube = self.kube, None
+        if kube is not None:
+            with contextlib.suppress(Exception):
+                kube.close()
 
     def execute(
         self,

@@ -228,3 +228,35 @@ def test_plan_check_runs_the_same_preflight_and_writes_nothing(fresh: Step) -> N
     )
     assert bad.stderr.rstrip().endswith("Traffic: untouched. Exit 4.")
     assert fresh.annotation() is None and fresh.events() == []
+
+
+@pytest.mark.parametrize("command", ["plan --check", "run"])
+def test_the_api_connection_is_closed_on_the_way_out(
+    fresh: Step, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process (as a library user or a test calls it), `run` and `plan --check` close their pooled
+    API connections before returning, an early exit's too: none is left for the garbage collector."""
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    import step.cli.run as run_module  # noqa: PLC0415
+    from step.cli import cli  # noqa: PLC0415
+
+    made: list[Any] = []
+    real_connect = run_module.connect
+
+    def connect(**kwargs: Any) -> Any:
+        made.append(real_connect(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(run_module, "connect", connect)
+    spec = fresh.write(canary_spec(fresh.namespace))
+    args = [*command.split(), str(spec), "--kubeconfig", str(fresh.cp.kubeconfig)]
+    args += ["--metrics-server", "http://127.0.0.1:1"]  # unreachable: exit 4 after the Service was read
+    if command == "run":
+        args += ["--results-dir", str(fresh.results_dir), "--report", str(fresh.report)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 4, result.output
+    assert len(made) == 1
+    kube = made[0]
+    assert kube.requests.total > 0  # it did talk to the API server
+    assert len(kube._api.rest_client.pool_manager.pools) == 0  # and kept no connection open
