@@ -4,7 +4,8 @@ Owns: the one implementation of the checks that `run` makes before its first wri
 `plan --check` makes against a cluster without writing anything: the Knative Service exists (else a
 "did you mean" among the namespace's Services) and has a Ready revision serving traffic; `--container`
 resolves on the Service's template; the metrics server answers `vector(1)` with its auth; each
-MetricTemplate's provider answers; each webhook URL is an http(s) URL whose host resolves; the
+MetricTemplate's provider answers; each compared (`-vs-primary`) metric's step spans two scrapes
+(a rate over one step needs two points); each webhook URL is an http(s) URL whose host resolves; the
 Service's lease is free (or expired). Each check gives a `Finding`; a failed one carries the error
 that decides the exit code and the reason: a mistake no retry fixes (`UsageError`, exit 2: a missing
 Service, an unknown container, a malformed URL, a 4xx from a provider, a host that does not exist)
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from step.analysis.judge import relative_check
 from step.errors import (
     APIError,
     Forbidden,
@@ -38,6 +40,7 @@ from step.errors import (
 from step.metrics.measure import uses_metrics_server
 from step.ports import MetricsProvider, Router, ServiceView
 from step.router.knative import container_index
+from step.spec.durations import format_duration
 from step.spec.model import Canary
 from step.spec.schema import suggest
 
@@ -185,6 +188,35 @@ class Preflight:
             provider = template_metrics.get(key)
             if provider is not None:
                 self._add(self._online(f"MetricTemplate {key[0]}/{key[1]}", provider))
+
+    def comparisons(self, *, scrape_interval: float) -> None:
+        """Each compared metric samples a rate over its step: a step shorter than two scrapes of
+        Prometheus (`--scrape-interval`) gives samples with one point or none, which is no data."""
+        if self.canary.skip_analysis:
+            return
+        for metric in self.canary.analysis.metrics:
+            if not metric.is_relative:
+                continue
+            try:
+                check = relative_check(metric)
+            except ValueError:
+                continue  # validate names it; a run's reading of it fails with the same words
+            shortest = 2 * scrape_interval
+            if check.step_seconds >= shortest:
+                continue
+            wanted = format_duration(shortest * (check.min_samples - 1))
+            self._add(
+                Finding(
+                    check=f"metric {metric.name}",
+                    error=UsageError(
+                        f"samples every {format_duration(check.step_seconds)}, but Prometheus scrapes every "
+                        f"{format_duration(scrape_interval)} (--scrape-interval) and each sample is a rate "
+                        f"over its step, which needs two scrapes: set templateVariables.step to at least "
+                        f"{format_duration(shortest)} and the interval to at least {wanted} "
+                        f"({check.min_samples} samples)"
+                    ),
+                )
+            )
 
     @staticmethod
     def _online(check: str, provider: MetricsProvider) -> Finding:

@@ -44,8 +44,9 @@ class Direction(enum.StrEnum):
 
 # Per metric, ours: the keys of templateVariables the judge reads (everything else is the query's).
 VARIABLES = ("direction", "confidence", "step", "minSamples", "scorePass", "scoreMarginal")
-# Samples per window when templateVariables.step is not given.
-DEFAULT_SAMPLES_PER_WINDOW = 10
+# Steps per window when templateVariables.step is not given: 6 samples (both ends), 5 needed at 98 %.
+# Each sample is a rate over its own step (step.metrics.measure), so a step must span two scrapes.
+DEFAULT_SAMPLES_PER_WINDOW = 5
 
 
 class Classification(enum.StrEnum):

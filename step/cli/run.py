@@ -399,6 +399,7 @@ class _Run:
                     image=image,
                     container=container,
                     global_notifier=global_notifier,
+                    scrape_interval=scrape_interval,
                 )
                 wait = min(x for x in (lock_wait, timeout, math.inf) if x is not None)
                 self.held = take_lease(
@@ -474,6 +475,7 @@ class _Run:
         image: str | None,
         container: str | None,
         global_notifier: GlobalNotifier | None = None,
+        scrape_interval: float | None = None,
     ) -> tuple[Preflight, SpecBundle, Ports, Timeline]:
         """The preflight and the ports, before anything is written (`run`, and `plan --check`).
 
@@ -500,6 +502,8 @@ class _Run:
             address=bundle.canary.metrics_server or metrics_server,
             template_metrics=ports.template_metrics,
         )
+        if scrape_interval is not None:  # `plan --check` does not know it
+            checks.comparisons(scrape_interval=scrape_interval)
         checks.webhooks()
         checks.raise_if_failed()
         return checks, bundle, ports, timeline

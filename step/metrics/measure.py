@@ -76,9 +76,18 @@ def render_metric(
     canary_revision: str,
     primary_revision: str = PRIMARY_REVISION_PLACEHOLDER,
 ) -> RenderedQuery:
-    """The metric's query rendered as Flagger renders it. Raises TemplateError."""
+    """The metric's query rendered as Flagger renders it. Raises TemplateError.
+
+    In a compared (`-vs-primary`) metric, `{{ interval }}` is the judge's step, not the metric's
+    interval: each sample is then a rate over its own step, so no two samples share a scrape. Samples
+    of a rate over the whole interval, taken every step, overlap and are not independent, and the
+    Mann-Whitney U test would be over-confident on them.
+    """
     values = template_values(
-        canary, canary_revision=canary_revision, interval=metric.interval, primary_revision=primary_revision
+        canary,
+        canary_revision=canary_revision,
+        interval=_rate_window(metric),
+        primary_revision=primary_revision,
     )
     variables = dict(metric.template_variables)
     if metric.template_ref is not None:
@@ -96,6 +105,19 @@ def render_metric(
             f"metric {metric.name!r} is not a built-in metric and has no query or templateRef"
         )
     return RenderedQuery(source="builtin", query=render(builtin, **values, variables=variables))
+
+
+def _rate_window(metric: Metric) -> str:
+    """What `{{ interval }}` renders to: the metric's interval, or a compared metric's step (whole ms,
+    as PromQL durations must be; a misconfigured comparison keeps the interval and fails when measured)."""
+    if not metric.is_relative:
+        return metric.interval
+    try:
+        step = relative_check(metric).step_seconds
+    except ValueError:
+        return metric.interval
+    ms = round(step * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
 def render_comparison(

@@ -160,6 +160,31 @@ def test_the_metrics_server_check(error: MetricError, code: int, reason: str) ->
     assert str(caught.value).startswith(f"metrics server http://p:9090: {error}")
 
 
+def test_a_compared_metric_needs_two_scrapes_per_step() -> None:
+    """Each sample is a rate over one step: a step under two scrapes is a mistake (exit 2) that names
+    the settings that would work; two scrapes or more passes, and an absolute metric is not concerned."""
+    compared = Metric(
+        name="request-duration-vs-primary",
+        interval="2m",
+        threshold_max=1.1,
+        template_variables={"step": "20s"},
+    )
+    absolute = Metric(name="request-duration", interval="1m", threshold_max=500)
+    checks = Preflight(canary(metrics=(absolute, compared)))
+    checks.comparisons(scrape_interval=15)
+    with pytest.raises(PreflightFailed) as caught:
+        checks.raise_if_failed()
+    assert int(caught.value.exit_code) == int(ExitCode.USAGE)
+    assert str(caught.value) == (
+        "metric request-duration-vs-primary: samples every 20s, but Prometheus scrapes every 15s "
+        "(--scrape-interval) and each sample is a rate over its step, which needs two scrapes: set "
+        "templateVariables.step to at least 30s and the interval to at least 2m0s (5 samples)"
+    )
+    fine = Preflight(canary(metrics=(absolute, compared)))
+    fine.comparisons(scrape_interval=10)
+    assert not fine.failed and fine.findings == []
+
+
 def test_each_template_provider_is_checked_with_its_own_provider() -> None:
     errors = Metric(name="errors", template_ref=TemplateRef(name="errors"), threshold_max=1)
     checks = Preflight(canary(metrics=(errors,)))

@@ -24,12 +24,12 @@ def test_plan_renders_both_queries_and_the_minimum_samples() -> None:
     assert 'envoy_cluster_name=~"test/podinfo-00002"' in out
     assert (
         "against the primary revision:  sum( rate( envoy_cluster_upstream_rq_time_sum{ "
-        'envoy_cluster_name=~"test/<primary-revision>", }[1m] ) ) / sum( rate( '
-        'envoy_cluster_upstream_rq_time_count{ envoy_cluster_name=~"test/<primary-revision>", }[1m] ) )'
+        'envoy_cluster_name=~"test/<primary-revision>", }[30s] ) ) / sum( rate( '
+        'envoy_cluster_upstream_rq_time_count{ envoy_cluster_name=~"test/<primary-revision>", }[30s] ) )'
     ) in out
     assert (
         "canary vs primary (Mann-Whitney U): may not go up by more than x1.1 at 0.98 confidence; "
-        "13 samples per revision (every 5s over 1m0s), at least 5 needed; score pass 95, marginal 75"
+        "7 samples per revision (every 30s over 3m0s), at least 5 needed; score pass 95, marginal 75"
     ) in out
     assert "may not go down below x0.99" in out
 
@@ -48,7 +48,7 @@ def test_validate_and_plan_refuse_a_misconfigured_comparison_with_its_line(tmp_p
     path = tmp_path / "canary.yaml"
     path.write_text(spec)
     expected = (
-        f"{path}:34: spec.analysis.metrics[2].thresholdRange: thresholdRange.max 0.9 of a -vs-primary "
+        f"{path}:36: spec.analysis.metrics[2].thresholdRange: thresholdRange.max 0.9 of a -vs-primary "
         "metric is the allowed ratio canary/primary: at least 1 (e.g. 1.1 allows 10 % more)"
     )
     for command in ("validate", "plan"):

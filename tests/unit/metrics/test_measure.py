@@ -96,3 +96,38 @@ def test_provider_answers_become_readings() -> None:
 def test_which_metrics_need_the_metrics_server() -> None:
     assert uses_metrics_server(canary(BUILTIN)) and uses_metrics_server(canary(INLINE, FROM_TEMPLATE))
     assert not uses_metrics_server(canary(FROM_TEMPLATE)) and not uses_metrics_server(canary())
+
+
+@dataclass
+class Sampler(Provider):
+    """A provider that takes samples too (a range query), recording the window and step it was given."""
+
+    taken: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def samples(self, promql: str, *, window_seconds: float, step_seconds: float) -> list[float]:
+        self.taken.append((promql, window_seconds, step_seconds))
+        return [1.0] * 6
+
+
+@pytest.mark.parametrize(("step", "window"), [("2s", "2s"), ("1500ms", "1500ms"), (None, "2s")])
+def test_each_sample_of_a_compared_metric_is_a_rate_over_its_own_step(step: str | None, window: str) -> None:
+    """Samples of a rate over the whole interval taken every step would share scrapes (dependent
+    samples make the U test over-confident): {{ interval }} is the step, for the canary and the primary."""
+    variables = {"step": step} if step else {}
+    metric = Metric(
+        name="request-duration-vs-primary", interval="10s", threshold_max=1.1, template_variables=variables
+    )
+    server = Sampler()
+    reading = measure(
+        canary(metric),
+        metric,
+        canary_revision="podinfo-00002",
+        primary_revision="podinfo-00001",
+        templates={},
+        metrics_server=server,
+        template_providers={},
+    )
+    assert reading.query is not None and f"[{window}]" in reading.query and "[10s]" not in reading.query
+    _, (primary_query, *_) = server.taken
+    assert f"[{window}]" in primary_query and "podinfo-00001" in primary_query
+    assert {(w, s) for _, w, s in server.taken} == {(10.0, 1.5 if step == "1500ms" else 2.0)}
