@@ -7,8 +7,11 @@ in one pass what Knative's controllers do in several (knative/serving at ``knati
 - **Defaulting** (the mutating webhook; ``pkg/apis/serving/v1/service_defaults.go``,
   ``route_defaults.go``) [1.5]: a missing or empty ``spec.traffic`` becomes
   ``[{latestRevision: true, percent: 100}]``; on every target ``latestRevision`` defaults to
-  ``revisionName == ""`` and ``percent`` to 0. Written back to ``spec`` (merge patch with the read
-  ``resourceVersion``), so the stored object is what Knative stores; that write is one extra generation.
+  ``revisionName == ""`` and ``percent`` to 0. The template as ``revision_defaults.go`` defaults it
+  (:func:`default_template`): container names, ``resources``, the readiness probe, ``timeoutSeconds``,
+  ``containerConcurrency``, ``enableServiceLinks``, and ``metadata: {}``. Written back to ``spec`` (merge
+  patch with the read ``resourceVersion``), so the stored object is what Knative stores; that write is one
+  extra generation.
 - **Service → Configuration and Route** (``pkg/reconciler/service/resources/{configuration,route}.go``,
   ``names/names.go``) [2.1]: same name, controller ownerRef, Knative's labels and annotations; the Route's
   targets without ``revisionName`` get ``configurationName: <svc>``; edits to either are clobbered on the
@@ -52,8 +55,8 @@ in one pass what Knative's controllers do in several (knative/serving at ``knati
   ``/status``.
 - Deleting a Service deletes its Configuration, Route and Revisions (no garbage collector runs here).
 
-Not reproduced: the ``creator``/``lastModifier`` annotations (no admission user info), template defaulting
-(container names, timeoutSeconds, probes), gradual rollout (``rollout-duration``), scale to zero, the
+Not reproduced: the ``creator``/``lastModifier`` annotations (no admission user info), the config-defaults
+ConfigMap (Knative's built-in defaults apply), gradual rollout (``rollout-duration``), scale to zero, the
 ``RevisionNameTaken``/``NotOwned`` conflicts, watches on Configurations and Routes (direct edits to them
 are clobbered at the Service's next pass, not at once).
 
@@ -344,6 +347,48 @@ def default_traffic(traffic: list[Obj] | None) -> list[Obj]:
     return defaulted
 
 
+USER_CONTAINER_NAME = "user-container"  # config-defaults' container-name-template
+REVISION_TIMEOUT_S = 300  # config-defaults' revision-timeout-seconds
+
+
+def default_template(template: Obj | None) -> Obj:
+    """Knative's defaulting of a Service's spec.template (``revision_defaults.go``), as its webhook stores it.
+
+    The webhook answers with a patch made from the Go object, so the stored template also carries what Go's
+    encoding always writes: ``metadata: {}`` (its ``creationTimestamp: null`` pruned) and each container's
+    ``name`` and ``resources``. Without them, a typed client's GET-then-PUT (Flagger's ``Update`` of the
+    Service) would change the template and make a Revision with an unchanged image, which Knative never does.
+    """
+    defaulted: Obj = copy.deepcopy(template or {})
+    defaulted.setdefault("metadata", {})
+    spec = defaulted.setdefault("spec", {})
+    if not spec.get("timeoutSeconds"):
+        spec["timeoutSeconds"] = REVISION_TIMEOUT_S
+    spec.setdefault("containerConcurrency", 0)
+    spec.setdefault("enableServiceLinks", False)
+    containers: list[Obj] = spec.get("containers") or []
+    taken = {c.get("name") for c in containers + (spec.get("initContainers") or []) if c.get("name")}
+    suffix = 0
+    for container in containers:
+        if not container.get("name"):  # applyDefaultContainerNames
+            name = USER_CONTAINER_NAME
+            if len(containers) > 1 or name in taken:
+                while True:
+                    name = child_name(USER_CONTAINER_NAME, f"-{suffix}")
+                    suffix += 1
+                    if name not in taken:
+                        break
+            container["name"] = name
+        container.setdefault("resources", {})
+        if len(containers) == 1 or container.get("ports"):  # the serving container gets a TCP probe
+            probe = container.setdefault("readinessProbe", {})
+            if not any(handler in probe for handler in ("tcpSocket", "httpGet", "exec", "grpc")):
+                probe["tcpSocket"] = {"port": 0}
+        if "readinessProbe" in container and not container["readinessProbe"].get("successThreshold"):
+            container["readinessProbe"]["successThreshold"] = 1
+    return defaulted
+
+
 def child_name(parent: str, suffix: str) -> str:
     """kmeta.ChildName: parent+suffix, with the parent shortened and md5-suffixed beyond 63 characters."""
     longest, md5_len = 63, 32
@@ -574,16 +619,16 @@ class KnativeSimulator:
         self._write_service_status(service, configuration, route)
 
     def _default(self, service: Obj) -> Obj:
-        traffic = service["spec"].get("traffic")
-        defaulted = default_traffic(traffic)
-        if defaulted == traffic:
+        traffic, template = service["spec"].get("traffic"), service["spec"].get("template")
+        defaulted = {"traffic": default_traffic(traffic), "template": default_template(template)}
+        if defaulted == {"traffic": traffic, "template": template}:
             return service
         meta = service["metadata"]
         return self.kube.patch(
             "services",
             meta["namespace"],
             meta["name"],
-            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "spec": {"traffic": defaulted}},
+            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "spec": defaulted},
         )
 
     def _delete_children(self, namespace: str, name: str) -> None:

@@ -1,10 +1,22 @@
-"""The Knative simulator's pure parts: defaulting, revision names, condition sets. No API server."""
+"""The Knative simulator's pure parts: defaulting, revision names, condition sets; no API server, except
+the one cluster test of a typed client's GET-then-PUT (marked ``cluster``)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from typing import Any
 
-from tests.cluster.knative_sim import Conditions, WorkQueue, child_name, default_traffic
+import pytest
+
+from tests.cluster import ControlPlane, podinfo_service, wait_for
+from tests.cluster.knative_sim import (
+    Conditions,
+    WorkQueue,
+    child_name,
+    default_template,
+    default_traffic,
+)
 
 
 def test_no_traffic_defaults_to_all_on_the_latest_revision() -> None:
@@ -78,3 +90,71 @@ def test_the_work_queue_deduplicates_and_honours_due_times() -> None:
     assert queue.get() == ("ns", "b")
     queue.close()
     assert queue.get() is None
+
+
+def _go_round_trip(template: dict[str, Any]) -> dict[str, Any]:
+    """What a typed Go client (Flagger's knative clientset) writes back of a template it read: Go's encoding
+    always writes ``metadata`` and each container's ``name`` and ``resources`` (seen in the audit of Flagger's
+    first PUT on the simulator before it defaulted the template: ``"metadata": {}``, ``"name": ""``,
+    ``"resources": {}``)."""
+    written = copy.deepcopy(template)
+    written.setdefault("metadata", {})
+    for container in written["spec"]["containers"]:
+        container.setdefault("name", "")
+        container.setdefault("resources", {})
+    return written
+
+
+def test_the_template_is_defaulted_as_knatives_webhook_stores_it() -> None:
+    template = podinfo_service("podinfo", "ns", "ghcr.io/stefanprodan/podinfo:6.0.0")["spec"]["template"]
+    defaulted = default_template(template)
+    (container,) = defaulted["spec"]["containers"]
+    assert defaulted["metadata"] == {}
+    assert container["name"] == "user-container"
+    assert container["resources"] == {}
+    assert container["readinessProbe"] == {"successThreshold": 1, "tcpSocket": {"port": 0}}
+    assert (defaulted["spec"]["timeoutSeconds"], defaulted["spec"]["containerConcurrency"]) == (300, 0)
+    assert defaulted["spec"]["enableServiceLinks"] is False
+    assert default_template(defaulted) == defaulted  # stored: nothing to write back
+    assert container["image"] == "ghcr.io/stefanprodan/podinfo:6.0.0"
+    assert template["spec"]["containers"][0].get("name") is None  # the input is not changed
+
+
+def test_a_typed_clients_round_trip_leaves_the_defaulted_template_as_it_was() -> None:
+    template = podinfo_service("podinfo", "ns", "ghcr.io/stefanprodan/podinfo:6.0.0")["spec"]["template"]
+    assert _go_round_trip(template) != template  # undefaulted, a GET-then-PUT changed the template
+    stored = default_template(template)
+    assert _go_round_trip(stored) == stored
+    assert default_template(_go_round_trip(template)) == stored
+
+
+def test_several_containers_get_numbered_names_around_the_users_own() -> None:
+    template = {"spec": {"containers": [{"image": "a", "ports": [{"containerPort": 80}]}, {"image": "b"},
+                                        {"name": "user-container-0", "image": "c"}]}}  # fmt: skip
+    containers = default_template(template)["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["user-container-1", "user-container-2", "user-container-0"]
+    assert "readinessProbe" in containers[0]  # the serving container (it has a port)
+    assert "readinessProbe" not in containers[1] and "readinessProbe" not in containers[2]
+
+
+@pytest.mark.cluster
+def test_a_get_then_put_of_the_service_makes_no_revision(control_plane: ControlPlane, namespace: str) -> None:
+    """Flagger's ``Update`` of a Service it read (annotation + traffic) must not change the template."""
+    plane = control_plane
+    plane.create_podinfo(namespace)
+    service = plane.wait_ready(namespace, "podinfo", "podinfo-00001")
+    service["metadata"].setdefault("annotations", {})["flagger.app/primary-revision"] = "podinfo-00001"
+    service["spec"]["template"] = _go_round_trip(service["spec"]["template"])
+    service["spec"]["traffic"] = [
+        {"latestRevision": True, "percent": 0},
+        {"revisionName": "podinfo-00001", "percent": 100},
+    ]
+    put = plane.knative.replace("services", namespace, service)
+    wait_for(
+        lambda: (s := plane.get_service(namespace))["status"].get("observedGeneration")
+        == s["metadata"]["generation"] >= put["metadata"]["generation"],
+        timeout=10,
+        what="the simulator to observe the PUT",
+    )
+    assert [r["metadata"]["name"] for r in plane.knative.list("revisions", namespace)] == ["podinfo-00001"]
+    assert plane.get_service(namespace)["status"]["latestCreatedRevisionName"] == "podinfo-00001"
