@@ -131,11 +131,18 @@ class ControlPlane:
     loadtester: LoadTester
 
     def __init__(
-        self, workdir: Path, *, owns_workdir: bool, ready_delay: float, knative: str = "sim"
+        self,
+        workdir: Path,
+        *,
+        owns_workdir: bool,
+        ready_delay: float,
+        knative: str = "sim",
+        audit: bool = False,
     ) -> None:
         if knative not in BACKENDS:
             raise ValueError(f"knative must be one of {BACKENDS}, not {knative!r}")
         self.backend = knative
+        self.audit = audit
         self.workdir = workdir
         self.ready_delay = ready_delay
         self._owns_workdir = owns_workdir
@@ -150,13 +157,19 @@ class ControlPlane:
 
     @classmethod
     def start(
-        cls, workdir: Path | None = None, *, ready_delay: float | None = None, knative: str = "sim"
+        cls,
+        workdir: Path | None = None,
+        *,
+        ready_delay: float | None = None,
+        knative: str = "sim",
+        audit: bool = False,
     ) -> ControlPlane:
         """Start everything; on any failure, stop what was started and re-raise.
 
         ``knative="sim"`` runs the simulator (:mod:`tests.cluster.knative_sim`); ``"real"`` runs Knative
         Serving's own controller, webhook and HPA autoscaler with kube-controller-manager, kube-scheduler and
         kwok (:mod:`tests.cluster.knative_real`); there ``ready_delay`` is the KIngress programming delay.
+        ``audit=True`` (benchmarks only) turns on kube-apiserver's audit log (``plane.api.audit_log``).
         """
         from tests.cluster.knative_sim import DEFAULT_READY_DELAY_S  # noqa: PLC0415 - lazy, see docstring
 
@@ -168,6 +181,7 @@ class ControlPlane:
             owns_workdir=owns,
             ready_delay=DEFAULT_READY_DELAY_S if ready_delay is None else ready_delay,
             knative=knative,
+            audit=audit,
         )
         atexit.register(plane.stop)
         try:
@@ -226,7 +240,9 @@ class ControlPlane:
         # etcd 3.6 (knative_binaries.py says why) under the same kube-apiserver.
         binaries = dataclasses.replace(ensure_binaries(), etcd=found.etcd)
         self._mark(started, "binaries")
-        self.api = start_apiserver(self.workdir / "apiserver", binaries=binaries, extra_args=APISERVER_ARGS)
+        self.api = start_apiserver(
+            self.workdir / "apiserver", binaries=binaries, extra_args=APISERVER_ARGS, audit=self.audit
+        )
         self._stoppers.append(self.api.stop)
         self.kubeconfig = self.api.kubeconfig
         self._mark(started, "apiserver")
@@ -251,7 +267,7 @@ class ControlPlane:
         from tests.cluster.dataplane import revision_lookup_from_cluster, watch_services  # noqa: PLC0415
         from tests.cluster.knative_sim import KnativeSimulator  # noqa: PLC0415
 
-        self.api = start_apiserver(self.workdir / "apiserver")
+        self.api = start_apiserver(self.workdir / "apiserver", audit=self.audit)
         self._stoppers.append(self.api.stop)
         self.kubeconfig = self.api.kubeconfig
         self._mark(started, "apiserver")

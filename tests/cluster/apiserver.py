@@ -11,6 +11,10 @@ Security set-up, all generated per start in the work directory with the ``openss
 - ``--authorization-mode=RBAC``;
 - a service-account key pair and issuer, so that the TokenRequest API issues tokens that the server accepts.
 
+Opt-in (``start_apiserver(audit=True)``, off by default, so the tests pay nothing): kube-apiserver's audit
+log, JSON lines in the work directory, with the policy :data:`AUDIT_POLICY` written there; benchmarks count
+each client's requests from it by user (``make bench-flagger``).
+
 Teardown: both processes run in their own session (process group). :meth:`ApiServer.stop` terminates the
 groups, waits, then kills; it runs from the context manager, from ``atexit`` and on SIGTERM/SIGHUP (turned
 into SystemExit, so that ``finally`` blocks and fixtures run). The children also get ``PR_SET_PDEATHSIG``
@@ -267,6 +271,12 @@ class ApiServer:
         return (self._etcd.pid, self._kube_apiserver.pid)
 
     @property
+    def audit_log(self) -> Path | None:
+        """The audit log (JSON lines) when started with ``audit=True``, else None."""
+        path = self.workdir / AUDIT_LOG
+        return path if any(a.startswith("--audit-log-path=") for a in self._apiserver_command) else None
+
+    @property
     def logs(self) -> tuple[Path, Path]:
         return (self.workdir / "etcd.log", self.workdir / "kube-apiserver.log")
 
@@ -478,17 +488,59 @@ def _apiserver_ready(port: int, context: ssl.SSLContext, token: str) -> bool:
         connection.close()
 
 
+# What ``audit=True`` logs: every request at Metadata level (who, verb, resource, name, when), and the
+# request body of Event writes too, so that a benchmark can tell which tick of a controller wrote what.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "Request",
+            "verbs": ["create", "patch", "update"],
+            "resources": [
+                {"group": "", "resources": ["events"]},
+                {"group": "events.k8s.io", "resources": ["events"]},
+            ],
+        },
+        {"level": "Metadata"},
+    ],
+}
+AUDIT_LOG = "audit.log"
+
+
+def _audit_args(workdir: Path) -> tuple[str, ...]:
+    """kube-apiserver flags for the opt-in audit log: the policy file written here, the log in ``workdir``."""
+    policy = workdir / "audit-policy.yaml"
+    policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+    return (
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={workdir / AUDIT_LOG}",
+        "--audit-log-format=json",
+        # Written as requests complete, so a reader sees a request's line once the client has its answer.
+        "--audit-log-mode=blocking",
+        "--audit-log-maxsize=0",
+    )
+
+
 def start_apiserver(
-    workdir: Path, *, binaries: Binaries | None = None, extra_args: tuple[str, ...] = ()
+    workdir: Path,
+    *,
+    binaries: Binaries | None = None,
+    extra_args: tuple[str, ...] = (),
+    audit: bool = False,
 ) -> ApiServer:
     """Start etcd and kube-apiserver on free loopback ports, wait for /readyz, return the handle.
 
     Everything (certificates, etcd data, logs, the admin kubeconfig) goes under ``workdir``. On failure the
-    processes are stopped and the error carries the tail of both logs.
+    processes are stopped and the error carries the tail of both logs. ``audit=True`` (opt-in, for
+    benchmarks) writes kube-apiserver's audit log to :attr:`ApiServer.audit_log` (``AUDIT_POLICY``).
     """
     found = binaries or ensure()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    if audit:
+        extra_args = (*extra_args, *_audit_args(workdir))
     pki = workdir / "pki"
     _make_pki(pki)
     admin_token = secrets.token_hex(24)
