@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CANARY_STEP_CACHE ?= $(HOME)/.cache/canary-step
 
-.PHONY: help setup tools test unit lint typecheck imports demo cluster bench bench-image validate-examples wheel image container-tools clean
+.PHONY: help setup tools test unit lint typecheck imports demo cluster bench bench-flagger bench-image validate-examples wheel image container-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -52,6 +52,10 @@ cluster: tools ## start the local control plane and wait; prints the kubeconfig 
 
 bench: tools ## the seed's scenario at a 1 s interval: wall time, API requests per tick, peak RSS
 	$(PY) bench/run.py
+
+bench-flagger: tools ## Flagger v1.44 beside canary-step at a 10 s interval: API requests (audit log), times, memory, traffic, Events; real Knative if built, else the simulator
+	$(PY) -m tests.cluster.flagger_binaries ensure >/dev/null
+	$(PY) bench/vs_flagger.py $(BENCH_FLAGGER_ARGS)
 
 bench-image: tools container-tools ## the image: container start to the first API request, peak memory of a promotion
 	$(PY) -m pytest -n 0 -s -m bench tests/ship/test_image.py
