@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import ControlPlane, podinfo_service, wait_for
+from tests.cluster import ControlPlane, podinfo_service
 from tests.cluster.knative_sim import (
     Conditions,
     WorkQueue,
@@ -149,12 +149,8 @@ def test_a_get_then_put_of_the_service_makes_no_revision(control_plane: ControlP
         {"latestRevision": True, "percent": 0},
         {"revisionName": "podinfo-00001", "percent": 100},
     ]
-    put = plane.knative.replace("services", namespace, service)
-    wait_for(
-        lambda: (s := plane.get_service(namespace))["status"].get("observedGeneration")
-        == s["metadata"]["generation"] >= put["metadata"]["generation"],
-        timeout=10,
-        what="the simulator to observe the PUT",
-    )
+    plane.knative.replace("services", namespace, service)
+    # Ready at the PUT's generation (not only observed: the interim OutOfDate status is observed first).
+    plane.wait_ready(namespace, "podinfo")
     assert [r["metadata"]["name"] for r in plane.knative.list("revisions", namespace)] == ["podinfo-00001"]
     assert plane.get_service(namespace)["status"]["latestCreatedRevisionName"] == "podinfo-00001"
