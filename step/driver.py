@@ -99,14 +99,17 @@ class Ports:
 
 
 def facts_of(view: ServiceView, router: Router) -> ServiceFacts:
-    """What the state machine needs from the Service; reads the canary Revision only if not Ready."""
+    """What the state machine needs from the Service; reads the canary Revision only if it, or the
+    Service, is not Ready."""
     latest = view.latest_created_revision
     revisions = list(dict.fromkeys(t.revision_name for t in view.status_traffic if t.revision_name))
     serving = max(revisions, key=view.weight_of) if revisions else None
     phase: RevisionPhase | None = None
     reason = ""
     if latest is not None and latest != view.primary_revision:
-        if view.latest_ready_revision == latest:
+        # Knative keeps latestReadyRevisionName when that revision later fails (its pods crash): a
+        # Service that is not Ready may hide it, so only then read the Revision (no request otherwise).
+        if view.latest_ready_revision == latest and view.ready is not False:
             phase = RevisionPhase.READY
         else:
             state = router.revision(latest)

@@ -89,7 +89,20 @@ class Invalid(APIError):
 
 
 class TrafficNotConverged(InfrastructureError):
-    """The Service did not report the traffic split we wrote within the allowed time."""
+    """The Service did not report the traffic split we wrote within the allowed time, or its Route
+    refused it for a reason no waiting fixes (Knative's `ErrorConfig`, `NotOwned`)."""
+
+
+class RevisionFailed(TrafficNotConverged):
+    """A Revision the write routes to has Ready False: Knative will not route (more) traffic to it.
+
+    `resource` is `revisions.serving.knative.dev/<name>`, so the error as data still names the Revision.
+    """
+
+    def __init__(self, message: str, *, revision: str) -> None:
+        super().__init__(message)
+        self.revision = revision
+        self.resource = f"revisions.serving.knative.dev/{revision}"
 
 
 class MetricError(InfrastructureError):
@@ -135,6 +148,7 @@ _KINDS: dict[str, type[StepError]] = {
         Forbidden,
         Invalid,
         TrafficNotConverged,
+        RevisionFailed,
         MetricError,
         MetricsServerUnreachable,
         NoValuesFound,

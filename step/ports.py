@@ -102,6 +102,7 @@ class ServiceView:
     spec_traffic: tuple[TrafficTarget, ...] = ()
     status_traffic: tuple[TrafficTarget, ...] = ()
     images: Mapping[str, str] = field(default_factory=dict)  # container name -> image
+    url: str | None = None  # status.url: the Service's own host, `http://<name>.<namespace>.<domain>`
 
     def weight_of(self, revision: str) -> int:
         """The percent of observed traffic (status.traffic) that reaches `revision`."""

@@ -32,6 +32,7 @@ from step.errors import (
     MetricsServerUnreachable,
     MissingObject,
     NotFound,
+    SpecError,
     StepError,
     UsageError,
     is_http_url,
@@ -41,6 +42,7 @@ from step.metrics.measure import uses_metrics_server
 from step.ports import MetricsProvider, Router, ServiceView
 from step.router.knative import container_index
 from step.spec.durations import format_duration
+from step.spec.knative import tag_host_problem
 from step.spec.model import Canary
 from step.spec.schema import suggest
 
@@ -137,6 +139,10 @@ class Preflight:
                     ),
                 )
             )
+            return None
+        problem = tag_host_problem(name, domain=_domain_of(view.url))
+        if problem is not None:
+            self._add(Finding(check=check, error=SpecError(f"spec.targetRef.name: {problem}")))
             return None
         note = "Ready" if view.ready else f"serving {view.latest_ready_revision}"
         if view.ready is False and view.latest_created_revision != view.latest_ready_revision:
@@ -288,6 +294,12 @@ class Preflight:
             self._add(Finding(check=check, error=InfrastructureError(message)))
             return
         self._add(Finding(check=check, note="free"))
+
+
+def _domain_of(url: str | None) -> str | None:
+    """What follows the Service's own first label in its URL (`test.svc.cluster.local`), if it has one."""
+    host = urlsplit(url).hostname if url else None
+    return host.split(".", 1)[1] if host and "." in host else None
 
 
 def _missing_service(namespace: str, name: str, names: Callable[[], list[str]] | None) -> str:

@@ -453,6 +453,9 @@ class _Step:
         if latest is not None and latest not in (self.s.canary, self.s.primary):
             self.restart(latest)
             return
+        if facts.canary_phase is RevisionPhase.FAILED and (self.s.traffic_moved or self.s.canary_weight > 0):
+            self.canary_unhealthy(facts.canary_reason)  # it was Ready (it got traffic) and has failed since
+            return
         if facts.canary_phase is not RevisionPhase.READY:
             self.not_ready(facts)
             return
@@ -518,6 +521,14 @@ class _Step:
             self.set(not_ready_reported=True)
         interval_end = self.s.tick_started + self.canary_spec.analysis.interval_seconds
         self.end_tick(wake_on_change=True, until=min(interval_end, deadline))
+
+    def canary_unhealthy(self, why: str) -> None:
+        """The canary revision failed after it was Ready (Knative keeps it as latestReady and routes no
+        more traffic to it): a failed canary, rolled back at once (exit 3), whatever the threshold."""
+        assert self.s.canary is not None
+        text = msg.canary_unhealthy(*self.who, self.s.canary, why)
+        self.warn(text, alert=Severity.ERROR)
+        self.rollback(Reason.CANARY_UNHEALTHY, text)
 
     def on_rollback_hooks(self, ran: HooksRan) -> None:
         self.record_hooks(ran)
@@ -759,6 +770,13 @@ class _Step:
             return
         if isinstance(failed.action, Restore):
             self.restore_failed(failed.error)
+            return
+        if (
+            isinstance(failed.action, Route)
+            and failed.error.kind == "RevisionFailed"
+            and failed.error.resource.endswith(f"/{failed.action.canary}")
+        ):
+            self.canary_unhealthy(failed.message)  # it failed between the tick's look and the write
             return
         text = msg.infrastructure_error(*self.who, failed.message)
         self.warn(text)

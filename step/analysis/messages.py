@@ -37,6 +37,11 @@ def progress_deadline(name: str, ns: str, detail: str) -> str:
     return f"Rolling back {name}.{ns} progress deadline exceeded {detail}"
 
 
+def canary_unhealthy(name: str, ns: str, revision: str, why: str) -> str:
+    """Ours: the canary revision turned unhealthy after it was Ready (Knative routes no more to it)."""
+    return f"Rolling back {name}.{ns} canary revision {revision} is no longer healthy: {why}"
+
+
 def threshold_reached(name: str, ns: str, failed_checks: int) -> str:
     return f"Rolling back {name}.{ns} failed checks threshold reached {failed_checks}"
 

@@ -50,6 +50,7 @@ class Reason(enum.StrEnum):
     SUSPENDED = "suspended"
     FAILED_CHECKS = "failed-checks-threshold"
     PROGRESS_DEADLINE = "progress-deadline"
+    CANARY_UNHEALTHY = "canary-unhealthy"  # the canary revision failed after it was Ready
     MANUAL_ROLLBACK = "manual-rollback"
     METRIC_ERRORS = "metrics-provider-errors"
     METRICS_OFFLINE = "metrics-server-unreachable"

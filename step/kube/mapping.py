@@ -2,13 +2,14 @@
 
 Owns: the one table from HTTP status to `APIError` subclass (and which statuses are transient), and
 the messages: a 403 names the verb and the resource the ServiceAccount needs, a 400/422 carries the
-API server's own message.
+API server's own message (verbatim, and naming the admission webhook when one refused it).
 Must not: perform I/O, retry, or import `kubernetes`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from step.errors import APIError, Conflict, Forbidden, Invalid, NotFound
@@ -67,6 +68,17 @@ def is_json_patch_not_applicable(message: str) -> bool:
     return message.rstrip().endswith(JSON_PATCH_NOT_APPLICABLE) or is_json_patch_test_failure(message)
 
 
+# kube-apiserver's words when a validating or mutating admission webhook refuses a request
+# (k8s.io/apiserver webhookerrors: `admission webhook "<name>" denied the request: <its message>`).
+_WEBHOOK_DENIED = re.compile(r'admission webhook "([^"]+)" denied the request')
+
+
+def admission_webhook(message: str) -> str | None:
+    """The name of the admission webhook that refused the request, if the message says one did."""
+    found = _WEBHOOK_DENIED.search(message)
+    return found.group(1) if found else None
+
+
 def is_transient_status(status: int | None) -> bool:
     """Answers worth another attempt: none at all (None), 429, and any 5xx."""
     return status is None or status == 429 or 500 <= status <= 599
@@ -102,6 +114,17 @@ def error_for(
     if status == 409 or (status == 422 and is_json_patch_test_failure(message)):
         return Conflict(
             f"conflict: {target.describe()} changed while we wrote it ({message})",
+            status=status,
+            verb=verb,
+            resource=res,
+        )
+    webhook = admission_webhook(message)
+    if status in (400, 422) and webhook is not None:
+        return Invalid(
+            f'the admission webhook "{webhook}" refused {verb} {target.describe()} (HTTP {status}). A'
+            " webhook sees the whole object on every write, so a field it no longer accepts (a feature"
+            " turned off since, a changed default) refuses even a traffic-only change: fix the object or"
+            f" the webhook's configuration, then run again. The API server's answer, verbatim: {message}",
             status=status,
             verb=verb,
             resource=res,

@@ -16,14 +16,16 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from step.errors import Conflict, NotFound, TrafficNotConverged, UsageError
+from step.errors import Conflict, NotFound, RevisionFailed, TrafficNotConverged, UsageError
 from step.kube import SERVICES, Kube, Obj
 from step.ports import Clock, RevisionPhase, RevisionState, ServiceView, TrafficTarget, describe_traffic
 from step.router.traffic import (
+    ROUTE_REFUSALS,
     converged,
     describe_view,
     desired_traffic,
     revision_state,
+    route_refusal,
     traffic_matches,
     traffic_patch,
     view_of,
@@ -154,30 +156,51 @@ class KnativeRouter:
         restore that follows) would only hide what happened.
         """
         suspect = False
+        refused: tuple[str, str] | None = None
 
         def done(obj: Obj) -> ServiceView | None:
-            nonlocal suspect
+            nonlocal suspect, refused
             view = converged(obj, generation=generation, desired=desired)
-            if view is None and _route_names_a_missing_revision(obj, generation=generation):
+            if view is not None:
+                return view
+            refused = route_refusal(obj, generation=generation)
+            if refused is not None:
+                return view_of(obj)  # the Route's last word: stop waiting
+            if _route_names_a_missing_revision(obj, generation=generation):
                 suspect = True
                 return view_of(obj)  # stop waiting: look at the revisions below
-            return view
+            return None
 
-        failure = (
-            f" did not show the traffic we wrote within {self._converge_timeout:g}s:"
-            f" asked {describe_traffic(desired, by='entry')} at generation {generation}"
-        )
+        asked = f"asked {describe_traffic(desired, by='entry')} at generation {generation}"
+        failure = f" did not show the traffic we wrote within {self._converge_timeout:g}s: {asked}"
         found = self._watch_or_fail(done, failure=failure)
+        service = f"Knative Service {self._namespace}/{self._name}"
+        if refused is not None:
+            reason, message = refused
+            raise TrafficNotConverged(
+                f"{service}: Knative's Route refused the traffic we wrote: RoutesReady False, reason"
+                f" {reason}: {message} ({ROUTE_REFUSALS[reason]}); {asked}"
+            )
         if not suspect:
             return found
         names = dict.fromkeys(t.revision_name for t in desired if t.revision_name and t.percent)
-        gone = [name for name in names if self.revision(name).phase is RevisionPhase.MISSING]
+        states = {name: self.revision(name) for name in names}
+        gone = [name for name, state in states.items() if state.phase is RevisionPhase.MISSING]
         if gone:
             raise TrafficNotConverged(
-                f"Knative Service {self._namespace}/{self._name} cannot route to"
+                f"{service} cannot route to"
                 f" {' and '.join(f'Revision {name}' for name in gone)}: it no longer exists"
-                f" (deleted during the analysis); asked {describe_traffic(desired, by='entry')};"
+                f" (deleted during the analysis); {asked};"
                 f" it shows {describe_view(view_of(self._current()))}"
+            )
+        failed = [state for state in states.values() if state.phase is RevisionPhase.FAILED]
+        if failed:
+            first = failed[0]
+            why = f"{first.reason}: {first.message}" if first.reason else first.message or "Ready False"
+            raise RevisionFailed(
+                f"{service} cannot route to Revision {first.name}: it is no longer Ready ({why});"
+                f" Knative routes no more traffic to it; {asked}",
+                revision=first.name,
             )
         # The revisions exist after all (a transient report): wait as usual, without the shortcut.
         return self._watch_or_fail(
@@ -263,13 +286,16 @@ class KnativeRouter:
 
 
 def _route_names_a_missing_revision(obj: Obj, *, generation: int) -> bool:
-    """Ready False with reason RevisionMissing at (or past) the written generation: a named Revision is
-    gone or failed (a Revision not ready yet is Unknown, not False; knative-semantics 2.7)."""
+    """RoutesReady (else Ready) False with reason RevisionMissing at (or past) the written generation: a
+    named Revision is gone or failed (a Revision not ready yet is Unknown, not False; knative-semantics
+    2.7). RoutesReady, because Ready may show ConfigurationsReady's RevisionFailed instead."""
     view = view_of(obj)
+    conditions = {str(c.get("type")): c for c in (obj.get("status") or {}).get("conditions") or []}
+    chosen = conditions.get("RoutesReady") or conditions.get("Ready") or {}
     return (
         view.observed_generation >= generation
-        and view.ready is False
-        and view.ready_reason == "RevisionMissing"
+        and chosen.get("status") == "False"
+        and chosen.get("reason") == "RevisionMissing"
     )
 
 

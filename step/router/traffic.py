@@ -14,11 +14,10 @@ from typing import Any
 
 from step.errors import APIError
 from step.ports import RevisionPhase, RevisionState, ServiceView, TrafficTarget, describe_traffic
+from step.spec.knative import CANARY_TAG, PRIMARY_TAG, TAGS
 from step.spec.model import PRIMARY_REVISION_ANNOTATION
 
-PRIMARY_TAG = "primary"
-CANARY_TAG = "canary"
-OUR_TAGS = frozenset({PRIMARY_TAG, CANARY_TAG})
+OUR_TAGS = frozenset(TAGS)
 
 Obj = Mapping[str, Any]
 
@@ -78,6 +77,7 @@ def view_of(obj: Obj) -> ServiceView:
             spec_traffic=tuple(parse_target(t) for t in spec.get("traffic") or []),
             status_traffic=tuple(parse_target(t) for t in status.get("traffic") or []),
             images={str(c.get("name") or ""): str(c.get("image") or "") for c in containers},
+            url=str(status["url"]) if status.get("url") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise APIError(
@@ -184,6 +184,34 @@ def routes_ready(obj: Obj) -> bool | None:
     conditions = _conditions(obj)
     chosen = conditions.get("RoutesReady") or conditions.get("Ready") or {}
     return _tristate(chosen.get("status"))
+
+
+# RoutesReady False for these reasons is the Route's last word on what was written: waiting changes
+# nothing until someone changes the cluster. Knative 1.17: `ErrorConfig` when a host it must name is not a
+# valid domain name (route.go, domains.ErrDomainName), `NotOwned` when a placeholder Kubernetes Service (or
+# its Endpoints) named for the Route or one of its tags exists and belongs to someone else
+# (reconcile_resources.go).
+ROUTE_REFUSALS: Mapping[str, str] = {
+    "ErrorConfig": "Knative cannot name a host of this Route (a tag host is not a valid DNS name)",
+    "NotOwned": (
+        "a Kubernetes Service (or Endpoints) with the name Knative gives a tag's host exists and is not"
+        " the Route's: delete or rename it, then run again"
+    ),
+}
+
+
+def route_refusal(obj: Obj, *, generation: int) -> tuple[str, str] | None:
+    """(reason, message) when, at `generation` or later, the Service reports RoutesReady False for a
+    reason in `ROUTE_REFUSALS`; None otherwise (converged, still working, or another failure)."""
+    view = view_of(obj)
+    if view.observed_generation < generation:
+        return None
+    conditions = _conditions(obj)
+    chosen = conditions.get("RoutesReady") or conditions.get("Ready") or {}
+    reason = str(chosen.get("reason") or "")
+    if _tristate(chosen.get("status")) is False and reason in ROUTE_REFUSALS:
+        return reason, str(chosen.get("message") or "")
+    return None
 
 
 def converged(obj: Obj, *, generation: int, desired: Sequence[TrafficTarget]) -> ServiceView | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from step.spec.durations import flagger_duration_problem, parse_duration
+from step.spec.knative import tag_host_problem
 from step.spec.model import BUILTIN_METRICS, KNATIVE_API_VERSION
 from step.spec.problems import JsonPath, Problem
 
@@ -225,6 +226,10 @@ def run_support_findings(canary: Mapping[str, Any]) -> Iterator[Finding]:
         )
         yield ("spec", "targetRef"), message
         return
+    name = target.get("name")
+    problem = tag_host_problem(name) if isinstance(name, str) and name else None
+    if problem is not None:
+        yield ("spec", "targetRef", "name"), problem
     analysis = _map(spec.get("analysis"))
     iterations = _int(analysis.get("iterations"))
     if iterations is not None and iterations > 0:

@@ -86,16 +86,28 @@ def condition(obj: Obj | None, kind: str) -> Obj:
     return {}
 
 
+def fault_labels(image: str) -> dict[str, str]:
+    """The template label that gives an image's readiness fault (``-crash``, ``-broken``, ``-pending``) to
+    its pods on real Knative (kwok stages, :data:`tests.cluster.knative_real.FAULT_LABEL`); the simulator
+    reads the tag itself. Empty for an image that becomes Ready."""
+    from tests.cluster.images import Failure, behaviour_of  # noqa: PLC0415 - keep this module light
+
+    failure = behaviour_of(image).failure
+    return {} if failure is Failure.NONE else {"harness.canary-step.dev/fault": failure.value}
+
+
 def podinfo_service(
     name: str, namespace: str, image: str, *, annotations: dict[str, str] | None = None
 ) -> Obj:
     """The seed's podinfo Knative Service (Flagger's Knative e2e manifest): port 9898."""
+    labels = fault_labels(image)
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
         "spec": {
             "template": {
+                **({"metadata": {"labels": labels}} if labels else {}),
                 "spec": {
                     "containers": [
                         {
@@ -382,9 +394,26 @@ class ControlPlane:
         service = self.get_service(namespace, name)
         containers = service["spec"]["template"]["spec"]["containers"]
         containers[0]["image"] = image
-        return self.patch_service(
-            namespace, name, {"spec": {"template": {"spec": {"containers": containers}}}}
-        )
+        template: Obj = {"spec": {"containers": containers}}
+        labels = (service["spec"]["template"].get("metadata") or {}).get("labels") or {}
+        fault = fault_labels(image)
+        if fault or "harness.canary-step.dev/fault" in labels:  # null removes a previous image's fault
+            template["metadata"] = {"labels": {"harness.canary-step.dev/fault": None, **fault}}
+        return self.patch_service(namespace, name, {"spec": {"template": template}})
+
+    def crash_revision(
+        self, namespace: str, name: str, message: str = "panic: injected crash after Ready"
+    ) -> None:
+        """Revision ``name``, Ready until now, starts crashing: its container keeps exiting with code 1.
+        Real Knative (its pods' status, :meth:`RealKnative.crash_revision`) and the simulator
+        (:meth:`KnativeSimulator.crash_revision`) then report ContainerHealthy/Ready False ``ExitCode1`` on
+        the Revision, keep it as latestReady, and refuse to route to it (RoutesReady False
+        ``RevisionMissing``)."""
+        if self.backend == "real":
+            if not self.real.crash_revision(namespace, name, message):
+                raise LookupError(f"Revision {namespace}/{name} has no pods to crash")
+        else:
+            self.simulator.crash_revision(namespace, name, message)
 
     def wait_ready(
         self, namespace: str, name: str = "podinfo", revision: str | None = None, *, timeout: float = 30.0

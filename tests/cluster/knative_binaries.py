@@ -78,6 +78,7 @@ class RealKnativeBinaries:
     serving_source: Path  # the module's source: config/core
     networking_source: Path  # config/ (KIngress, SKS, Certificate CRDs; config-network)
     caching_source: Path  # config/ (the Image CRD)
+    kwok_source: Path  # kustomize/stage/pod/fast (kwok's default pod stages, which the harness extends)
 
     @property
     def serving_config(self) -> Path:
@@ -305,6 +306,7 @@ def ensure(*, log: Log = _stderr) -> RealKnativeBinaries:
         cwd=source,
         log_file=log_file,
     )
+    kwok_source = _module_dir(f"sigs.k8s.io/kwok@{KWOK_VERSION}", cwd=source, log_file=log_file)
     return RealKnativeBinaries(
         controller=built["controller"],
         webhook=built["webhook"],
@@ -316,6 +318,7 @@ def ensure(*, log: Log = _stderr) -> RealKnativeBinaries:
         serving_source=source,
         networking_source=networking,
         caching_source=caching,
+        kwok_source=kwok_source,
     )
 
 

@@ -39,6 +39,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,103 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
         False,
     ),
 }
+
+
+# The harness's readiness faults on real Knative: a Revision whose template carries this label (the harness
+# sets it from the image tag, :func:`tests.cluster.fault_labels`) gets pods that kwok makes fail as the
+# simulator's image tags do. Knative copies template labels to the Revision and its pods.
+FAULT_LABEL = "harness.canary-step.dev/fault"
+_KWOK_FAST_POD_STAGES = ("pod-ready.yaml", "pod-complete.yaml", "pod-delete.yaml")
+
+
+_FAULT_STATUS = """\
+{{ $now := Now }}
+conditions:
+- type: Initialized
+  status: "True"
+  lastTransitionTime: {{ $now | Quote }}
+- type: PodScheduled
+  status: "True"
+  lastTransitionTime: {{ $now | Quote }}
+- type: ContainersReady
+  status: "False"
+  reason: ContainersNotReady
+  lastTransitionTime: {{ $now | Quote }}
+- type: Ready
+  status: "False"
+  reason: ContainersNotReady
+  lastTransitionTime: {{ $now | Quote }}
+containerStatuses:
+{{ range .spec.containers }}
+{{ if eq .name "queue-proxy" }}
+- image: {{ .image | Quote }}
+  name: queue-proxy
+  ready: true
+  restartCount: 0
+  state: {running: {startedAt: {{ $now | Quote }}}}
+{{ else }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+@USER_CONTAINER@
+{{ end }}
+{{ end }}
+hostIP: {{ NodeIPWith .spec.nodeName | Quote }}
+podIP: {{ PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" )
+  ( or .metadata.name "" ) ( or .metadata.namespace "" ) | Quote }}
+phase: @PHASE@
+startTime: {{ $now | Quote }}
+"""
+
+
+def _fault_stage(name: str, fault: str, *, phase: str, user_container: str) -> Obj:
+    """A kwok Stage for pods labelled ``FAULT_LABEL=fault`` that have no IP yet: not Ready, the queue-proxy
+    running, the user's container with ``user_container`` (YAML lines of its state fields, indented)."""
+    template = _FAULT_STATUS.replace("@USER_CONTAINER@", user_container).replace("@PHASE@", phase)
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": name},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {
+                "matchExpressions": [
+                    {"key": f'.metadata.labels["{FAULT_LABEL}"]', "operator": "In", "values": [fault]},
+                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                    {"key": ".status.podIP", "operator": "DoesNotExist"},
+                ]
+            },
+            "next": {"statusTemplate": template},
+        },
+    }
+
+
+def kwok_pod_stages(kwok_source: Path) -> list[Obj]:
+    """kwok's own fast pod stages (from its module), ``pod-ready`` narrowed to pods without
+    :data:`FAULT_LABEL`, and the harness's faults: ``crash`` (the container keeps exiting with code 1:
+    Knative marks the Revision ContainerHealthy False ``ExitCode1``), ``broken`` (the image cannot be pulled:
+    ``ErrImagePull``; Knative reports it only after the Deployment's progress deadline, so until then the
+    Revision stays Unknown) and ``pending`` (no stage: the pod never starts, the Revision stays Unknown)."""
+    stages: list[Obj] = []
+    for file in _KWOK_FAST_POD_STAGES:
+        for stage in _documents(kwok_source / "kustomize" / "stage" / "pod" / "fast" / file):
+            if stage["metadata"]["name"] == "pod-ready":
+                stage["spec"]["selector"]["matchExpressions"].append(
+                    {"key": f'.metadata.labels["{FAULT_LABEL}"]', "operator": "DoesNotExist"}
+                )
+            stages.append(stage)
+    crashing = (
+        "  restartCount: 3\n"
+        "  state: {waiting: {reason: CrashLoopBackOff, message: back-off restarting failed container}}\n"
+        "  lastState: {terminated: {exitCode: 1, reason: Error, message: 'panic: injected crash'}}"
+    )
+    not_pulled = (
+        "  restartCount: 0\n"
+        "  state: {waiting: {reason: ErrImagePull, message: 'failed to pull image: not found'}}"
+    )
+    stages.append(_fault_stage("harness-crash", "crash", phase="Running", user_container=crashing))
+    stages.append(_fault_stage("harness-broken", "broken", phase="Pending", user_container=not_pulled))
+    return stages
 
 
 class RealKnativeError(RuntimeError):
@@ -336,11 +434,14 @@ class RealKnative:
         )
         create(self.api, _node(self.networks["webhook"]))
         network = self.networks["webhook"]
+        kwok_config = self.workdir / "kwok.yaml"
+        kwok_config.write_text(yaml.safe_dump_all(kwok_pod_stages(self.found.kwok_source)))
         self._spawn(
             "kwok",
             [
                 str(self.found.kwok),
                 f"--kubeconfig={kubeconfig}",
+                f"--config={kwok_config}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-lease-duration-seconds=40",
@@ -408,6 +509,60 @@ class RealKnative:
                     f"{json.dumps(last)[:400]}; webhook log:\n{_tail(self.workdir / 'webhook.log')}"
                 )
             time.sleep(0.2)  # poll interval of a condition wait with a deadline
+
+    def crash_revision(self, namespace: str, name: str, message: str) -> int:
+        """Make the running pods of Revision ``name`` crash, as a container that starts exiting after it was
+        Ready: not ready, CrashLoopBackOff, last terminated with exit code 1 and ``message``. kwok leaves a
+        pod that has an IP alone, so the status stays; Knative then marks the Revision ContainerHealthy
+        False ``ExitCode1`` and keeps it as latestReady. Returns how many pods were changed."""
+        selector = urllib.parse.quote(f"serving.knative.dev/revision={name}")
+        status, body = self.api.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector={selector}"
+        )
+        if status != 200:
+            raise ApiError(status, body, f"listing the pods of Revision {namespace}/{name}")
+        changed = 0
+        for pod in body.get("items") or []:
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            statuses = []
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                if container.get("name") == "queue-proxy":
+                    statuses.append(container)
+                    continue
+                statuses.append(
+                    {
+                        **container,
+                        "ready": False,
+                        "started": False,
+                        "restartCount": int(container.get("restartCount") or 0) + 1,
+                        "state": {
+                            "waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting"}
+                        },
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "reason": "Error",
+                                "message": message,
+                                "finishedAt": now,
+                            }
+                        },
+                    }
+                )
+            conditions = [
+                {**c, "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now}
+                if c.get("type") in ("Ready", "ContainersReady")
+                else c
+                for c in (pod.get("status") or {}).get("conditions") or []
+            ]
+            path = f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}/status"
+            patch = {"status": {"conditions": conditions, "containerStatuses": statuses}}
+            status, answer = self.api.request(
+                "PATCH", path, body=patch, content_type="application/merge-patch+json"
+            )
+            if status != 200:
+                raise ApiError(status, answer, f"crashing pod {namespace}/{pod['metadata']['name']}")
+            changed += 1
+        return changed
 
     def stop(self) -> None:
         """Stop everything, last started first; idempotent; never raises."""

@@ -54,6 +54,11 @@ in one pass what Knative's controllers do in several (knative/serving at ``knati
   lastTransitionTime kept while a condition does not change (``condition_set.go``). All status goes through
   ``/status``.
 - Deleting a Service deletes its Configuration, Route and Revisions (no garbage collector runs here).
+- A tag whose host ``<tag>-<svc>`` is longer than 63 characters: AllTrafficAssigned False ``ErrorConfig``
+  with Knative's ``domain name error`` message and no ``status.traffic`` (``route.go``, ``domains.go``).
+- ``crash_revision(ns, name, message)``: a Ready revision whose container starts exiting, as crashing pods
+  look on real Knative: ContainerHealthy/Ready False ``ExitCode1``; latestReady kept; the Configuration
+  False ``RevisionFailed``; a Route pinning it False ``RevisionMissing`` (``... failed to become ready.``).
 
 Not reproduced: the ``creator``/``lastModifier`` annotations (no admission user info), the config-defaults
 ConfigMap (Knative's built-in defaults apply), gradual rollout (``rollout-duration``), scale to zero, the
@@ -535,6 +540,7 @@ class KnativeSimulator:
         self.ready_delay = ready_delay
         self.queue = WorkQueue()
         self._ready_at: dict[str, float] = {}
+        self._crashed: dict[str, str] = {}  # revision uid -> the container's exit message (crash_revision)
         self._changed_at: dict[str, dict[str, float]] = {}
         self._services = Informer(api_client, "services", self._on_service)
         self._revisions = Informer(api_client, "revisions", self._on_revision)
@@ -564,6 +570,16 @@ class KnativeSimulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def crash_revision(self, namespace: str, name: str, message: str) -> None:
+        """From now on the revision's container keeps exiting with code 1, as its pods crashing after it
+        was Ready look on real Knative: ContainerHealthy and Ready False ``ExitCode1`` (``Container failed
+        with: <message>``), ResourcesAvailable unchanged; the Configuration keeps it as latestReady."""
+        revision = self.kube.get("revisions", namespace, name)
+        if revision is None:
+            raise LookupError(f"Revision {namespace}/{name} not found")
+        self._crashed[revision["metadata"]["uid"]] = message
+        self._on_revision("MODIFIED", revision)
 
     # -- events
 
@@ -829,6 +845,11 @@ class KnativeSimulator:
             conditions.set("ContainerHealthy", "False", "ContainerMissing", message)
             conditions.set("Ready", "False", "ContainerMissing", message)
             conditions.set("Active", "Unknown", "Deploying", severity="Info")
+        elif meta["uid"] in self._crashed:  # crash_revision: failing after it was Ready
+            message = f"Container failed with: {self._crashed[meta['uid']]}"
+            conditions.set("ContainerHealthy", "False", "ExitCode1", message)
+            conditions.set("Ready", "False", "ExitCode1", message)
+            conditions.set("Active", "Unknown", "NotReady", "SKS Services are not ready yet", severity="Info")
         elif behaviour.failure is Failure.EXIT_CODE:
             message = "Container failed with: panic: injected crash (image tag says -crash)"
             conditions.set("ResourcesAvailable", "False", "ExitCode1", message)
@@ -923,8 +944,18 @@ class KnativeSimulator:
                 "percent": int(target.get("percent") or 0),
             }
             if target.get("tag"):
+                host = f"{target['tag']}-{name}"  # Knative's default tag template {{.Tag}}-{{.Name}}
+                if len(host) > 63:  # domains.go: IsFullyQualifiedDomainName, a label of at most 63
+                    fqdn = f"{host}.{namespace}.{CLUSTER_DOMAIN}"
+                    failure = (
+                        "False",
+                        "ErrorConfig",
+                        f'domain name error: invalid domain name "{fqdn}": url: Invalid value: "{host}":'
+                        " must be no more than 63 characters",
+                    )
+                    break
                 entry["tag"] = target["tag"]
-                entry["url"] = f"http://{target['tag']}-{name}.{namespace}.{CLUSTER_DOMAIN}"
+                entry["url"] = f"http://{host}.{namespace}.{CLUSTER_DOMAIN}"
             resolved.append(entry)
         url = f"http://{name}.{namespace}.{CLUSTER_DOMAIN}"
         desired: Obj = {
@@ -935,6 +966,8 @@ class KnativeSimulator:
         }
         if failure is not None:
             conditions.set("AllTrafficAssigned", *failure)
+            if failure[1] == "ErrorConfig":  # route.go: a domain error leaves no traffic in the status
+                desired.pop("traffic", None)
             if conditions.get("IngressReady") is None or "traffic" not in status:
                 conditions.set(
                     "IngressReady", "Unknown", "IngressNotConfigured", "Ingress has not yet been reconciled."

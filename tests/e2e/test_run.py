@@ -177,10 +177,11 @@ class Step:
         return (self.service()["metadata"].get("annotations") or {}).get(ANNOTATION)
 
     def events(self) -> list[str]:
+        """canary-step's Events, oldest first (real Knative and Kubernetes write their own there too)."""
         status, body = self.cp.api.request("GET", f"/api/v1/namespaces/{self.namespace}/events")
         assert status == 200, body
         items = sorted(
-            body.get("items") or [],
+            (e for e in body.get("items") or [] if (e.get("source") or {}).get("component") == "canary-step"),
             key=lambda e: (
                 e.get("eventTime") or e.get("firstTimestamp") or "",
                 e["metadata"].get("creationTimestamp", ""),
@@ -192,7 +193,9 @@ class Step:
         """How often each event happened: a repeat is counted on its first Event, as client-go does."""
         status, body = self.cp.api.request("GET", f"/api/v1/namespaces/{self.namespace}/events")
         assert status == 200, body
-        return {e["message"]: int(e.get("count") or 1) for e in body.get("items") or []}
+        items = body.get("items") or []
+        ours = [e for e in items if (e.get("source") or {}).get("component") == "canary-step"]
+        return {e["message"]: int(e.get("count") or 1) for e in ours}
 
     def deploy(self, image: str) -> None:
         self.cp.set_image(self.namespace, "podinfo", image)
