@@ -45,6 +45,7 @@ from step.analysis.protocol import (
     Route,
     RunHooks,
     ServiceFacts,
+    Tag,
     Wait,
     WriteStatus,
 )
@@ -114,12 +115,14 @@ def facts_of(view: ServiceView, router: Router) -> ServiceFacts:
         else:
             state = router.revision(latest)
             phase, reason = state.phase, state.reason or state.message
+    tagged = (t.url for t in view.status_traffic if t.tag == "canary" and t.revision_name == latest)
     return ServiceFacts(
         primary_revision=view.primary_revision,
         latest_created_revision=latest,
         serving_revision=serving,
         canary_phase=phase,
         canary_reason=reason,
+        canary_url=next((url for url in tagged if url), None) if latest is not None else None,
     )
 
 
@@ -276,12 +279,22 @@ class Driver:
                 self._fence()
                 self.view = router.route(primary=primary, canary=canary, canary_weight=weight)
                 self._weight_of, self.weight_reached = canary, weight
+            case Tag(primary=primary, canary=canary):  # blue/green: 0 % with the canary tag
+                self._fence()
+                self.view = router.route(primary=primary, canary=canary, canary_weight=0)
+                self._weight_of, self.weight_reached = canary, 0
+                return self._observe()
             case Promote(canary=canary):
                 self._fence()
                 self.view = router.promote(canary)
-            case RunHooks(kind=kind, phase=phase, canary_revision=revision):
+            case RunHooks(kind=kind, phase=phase, canary_revision=revision, canary_url=url):
                 return run_hooks(
-                    self.ports.webhooks, self.canary, kind, phase=phase.value, canary_revision=revision
+                    self.ports.webhooks,
+                    self.canary,
+                    kind,
+                    phase=phase.value,
+                    canary_revision=revision,
+                    canary_url=url,
                 )
             case Measure(metric=metric, canary_revision=revision, primary_revision=primary):
                 reading = measure(

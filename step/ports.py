@@ -162,6 +162,7 @@ class WebhookPayload:
     phase: str
     checksum: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    canary_url: str | None = None  # ours: the canary revision's tagged URL (`canaryUrl`)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,9 @@ metrics -> MetricTemplate metrics (the first failure ends the tick), confirm-tra
 each step, confirm-promotion at max weight (phase WaitingPromotion), promotion on the tick after max
 weight, rollback, post-rollout hooks, a restart when a newer revision appears, metric-provider errors
 counted apart from failed checks, and how a run ends on a failed action, a signal or a lost lease.
+Blue/green (`iterations`) runs the same ticks with the canary revision at 0 %: it is tagged before the
+first tick's hooks (`Tag`, whose answer brings its URL), each passing tick counts an iteration, and the
+tick after the last promotes 100 % at once; a rollback drops the tag.
 Which weight comes next and when to promote is the strategy's (`strategy`); the protocol types are
 `protocol`'s, the state `state`'s, the records `records`'.
 Must not: do I/O, read the clock (time arrives as `now`, wall-clock seconds), sleep, or import
@@ -47,6 +50,7 @@ from step.analysis.protocol import (
     Route,
     RunHooks,
     ServiceFacts,
+    Tag,
     Wait,
     WriteStatus,
 )
@@ -163,7 +167,8 @@ class _Step:
         self.set(stage=stage)
 
     def run_hooks(self, kind: WebhookType, phase: Phase, stage: Stage) -> None:
-        self.request(RunHooks(kind=kind, phase=phase, canary_revision=self.s.canary), stage)
+        hooks = RunHooks(kind=kind, phase=phase, canary_revision=self.s.canary, canary_url=self.s.canary_url)
+        self.request(hooks, stage)
 
     def first_failure(self, ran: HooksRan, *, passed: Callable[[str], str] | None = None) -> HookRun | None:
         """Record the hooks that ran; the first that failed (Flagger stops there), after an event for
@@ -284,7 +289,7 @@ class _Step:
     ) -> None:
         """Stop without judging the canary: restore the primary if traffic may have moved; decision failed."""
         self.set(errors=(*self.s.errors, message))
-        moved = self.s.traffic_moved or isinstance(failed_action, Route | Promote)
+        moved = self.s.traffic_moved or isinstance(failed_action, Route | Tag | Promote)
         if self.s.primary is None or self.s.phase not in _ANALYSING or not moved:
             if self.s.phase in _ANALYSING:
                 self.set(phase=Phase.FAILED, canary_weight=0)
@@ -439,6 +444,8 @@ class _Step:
             not_ready_reported=False,
             first_traffic_at=None,
             measured_with_traffic=False,
+            iterations_passed=0,
+            canary_url=None,
             **changes,
         )
 
@@ -460,6 +467,8 @@ class _Step:
             self.not_ready(facts)
             return
         self.set(not_ready_reported=False)
+        if self.s.traffic_moved and facts.canary_url:
+            self.set(canary_url=facts.canary_url)
         if self.canary_spec.skip_analysis:
             self.actions.append(Promote(canary=self.s.canary))
             self.set(phase=Phase.SUCCEEDED, canary_weight=TOTAL_WEIGHT, promoted=True)
@@ -549,19 +558,39 @@ class _Step:
             self.rollback(Reason.FAILED_CHECKS, text)
             return
         self.set(iterations=self.s.iterations + 1)
-        if self.s.canary_weight == 0:
-            # Flagger's first analysis tick: pre-rollout hooks, no metrics, then the first step.
-            self.info(msg.starting_analysis(*self.target))
-            if self.hooks(WebhookType.PRE_ROLLOUT):
-                self.run_hooks(WebhookType.PRE_ROLLOUT, Phase.PROGRESSING, Stage.PRE_ROLLOUT)
+        strategy = self.strategy
+        if strategy.first_tick(
+            canary_weight=self.s.canary_weight, iterations_passed=self.s.iterations_passed
+        ):
+            if strategy.counts_iterations and (self.s.canary_url is None or not self.s.traffic_moved):
+                # Blue/green: the canary revision gets its tag (and URL) at 0 % before any hook needs it.
+                assert self.s.primary is not None and self.s.canary is not None
+                self.request(Tag(primary=self.s.primary, canary=self.s.canary), Stage.TAGGED)
                 return
-            self.advance()
+            self.start_analysis()
             return
         if self.hooks(WebhookType.ROLLOUT):
             self.run_hooks(WebhookType.ROLLOUT, Phase.PROGRESSING, Stage.ROLLOUT_HOOKS)
             return
         self.set(metric_index=0)
         self.next_metric()
+
+    def on_tagged(self, facts: ServiceFacts) -> None:
+        """The canary revision is tagged at 0 %: the no-data grace starts, then Flagger's first tick."""
+        assert self.s.canary is not None
+        self.set(traffic_moved=True, canary_url=facts.canary_url)
+        if self.s.first_traffic_at is None:
+            self.set(first_traffic_at=self.now)
+        self.info(msg.canary_tagged(self.s.canary, self.canary_spec.namespace, facts.canary_url))
+        self.start_analysis()
+
+    def start_analysis(self) -> None:
+        """Flagger's first analysis tick: pre-rollout hooks, no metrics, then the first advance."""
+        self.info(msg.starting_analysis(*self.target))
+        if self.hooks(WebhookType.PRE_ROLLOUT):
+            self.run_hooks(WebhookType.PRE_ROLLOUT, Phase.PROGRESSING, Stage.PRE_ROLLOUT)
+            return
+        self.advance()
 
     def failed_check(self) -> None:
         self.set(failed_checks=self.s.failed_checks + 1)
@@ -604,7 +633,9 @@ class _Step:
             for c in self.s.checks
             if c.classification and c.metric in relative
         ]
-        promoting = self.strategy.ready_to_promote(self.s.canary_weight)
+        promoting = self.strategy.ready_to_promote(
+            canary_weight=self.s.canary_weight, iterations_passed=self.s.iterations_passed
+        )
         scored = tick_score(judged, promoting=promoting)
         if scored is None or scored.score.value is None:
             return False
@@ -693,7 +724,8 @@ class _Step:
             self.status()
             self.end_tick()  # Flagger sits in Progressing forever; --timeout ends it
             return
-        if self.s.phase is not Phase.WAITING_PROMOTION and self.hooks(WebhookType.CONFIRM_TRAFFIC_INCREASE):
+        gate = self.s.phase is not Phase.WAITING_PROMOTION and not self.strategy.counts_iterations
+        if gate and self.hooks(WebhookType.CONFIRM_TRAFFIC_INCREASE):
             self.run_hooks(WebhookType.CONFIRM_TRAFFIC_INCREASE, Phase.PROGRESSING, Stage.CONFIRM_TRAFFIC)
             return
         self.step_or_promote()
@@ -710,8 +742,18 @@ class _Step:
     def step_or_promote(self) -> None:
         assert self.s.primary is not None and self.s.canary is not None
         weight = self.s.canary_weight
-        new_weight = self.strategy.next_weight(weight)
-        if new_weight is not None and not self.strategy.ready_to_promote(weight):
+        strategy = self.strategy
+        new_weight = strategy.next_weight(weight)
+        ready = strategy.ready_to_promote(canary_weight=weight, iterations_passed=self.s.iterations_passed)
+        if new_weight is not None and not ready and strategy.counts_iterations:
+            # Blue/green: no traffic moves; the tick counts one iteration (runBlueGreen).
+            passed = self.s.iterations_passed + 1
+            self.set(iterations_passed=passed)
+            self.info(msg.advance_iteration(*self.who, passed, self.canary_spec.analysis.iterations))
+            self.status()
+            self.end_tick()
+            return
+        if new_weight is not None and not ready:
             self.actions.append(Route(primary=self.s.primary, canary=self.s.canary, canary_weight=new_weight))
             self.set(canary_weight=new_weight, traffic_moved=True)
             if self.s.first_traffic_at is None:
@@ -833,7 +875,7 @@ class _Step:
         moved = (
             self.s.traffic_moved
             or self.s.canary_weight > 0
-            or isinstance(in_flight, Route | Promote)
+            or isinstance(in_flight, Route | Tag | Promote)
             or any(isinstance(a, Restore) for a in pending)
         )
         name = obs.signal_name or "an unexpected error"
@@ -899,6 +941,8 @@ def step(state: State, observation: Observation, now: float) -> tuple[State, tup
         work.on_providers_checked(observation)
     elif state.stage is Stage.DEPLOYED and isinstance(observation, Observed):
         work.detect(observation.facts)
+    elif state.stage is Stage.TAGGED and isinstance(observation, Observed):
+        work.on_tagged(observation.facts)
     elif state.stage is Stage.METRICS and isinstance(observation, Measured):
         work.on_measured(observation)
     elif isinstance(observation, HooksRan) and state.stage in _HANDLERS:

@@ -28,6 +28,16 @@ def advance(name: str, ns: str, weight: int) -> str:
     return f"Advance {name}.{ns} canary weight {weight}"
 
 
+def advance_iteration(name: str, ns: str, iteration: int, iterations: int) -> str:
+    return f"Advance {name}.{ns} canary iteration {iteration}/{iterations}"
+
+
+def canary_tagged(revision: str, ns: str, url: str | None) -> str:
+    """Ours: blue/green's canary revision is reachable at its tag, with no traffic of its own."""
+    where = f"reachable at {url}" if url else "Knative reports no URL for the tag yet"
+    return f"Routing no traffic to {revision}.{ns}: tag canary, {where}"
+
+
 def revision_not_ready(revision: str, ns: str, reason: str) -> str:
     text = f"Knative Revision {revision}.{ns} is not ready"
     return f"{text}: {reason}" if reason else text

@@ -5,7 +5,7 @@ lost lease and a failed action, each as data) and the action types (what the mac
 to do), and `stops_after`, Flagger's rule for where a run of hooks of one type stops.
 
 Each `machine.step` call returns actions for the driver to perform in order. The last action may be a
-request (`RunHooks`, `Measure`, `CheckProviders`, `Deploy`, `Wait`); its answer is the next
+request (`RunHooks`, `Measure`, `CheckProviders`, `Deploy`, `Tag`, `Wait`); its answer is the next
 observation. Any action that fails is answered with `ActionFailed` instead, and the remaining actions
 are dropped. A signal is answered with `Interrupted`, naming the actions not yet done. `Finish` ends
 the run.
@@ -37,6 +37,7 @@ class ServiceFacts:
     serving_revision: str | None  # the revision holding the most of status.traffic
     canary_phase: RevisionPhase | None = None  # readiness of latest_created_revision
     canary_reason: str = ""
+    canary_url: str | None = None  # status.traffic's URL of latest_created_revision's `canary` tag
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class ServiceFacts:
             "servingRevision": self.serving_revision,
             "canaryPhase": self.canary_phase.value if self.canary_phase else None,
             "canaryReason": self.canary_reason,
+            "canaryUrl": self.canary_url,
         }
 
     @classmethod
@@ -56,6 +58,7 @@ class ServiceFacts:
             serving_revision=data["servingRevision"],
             canary_phase=RevisionPhase(phase) if phase else None,
             canary_reason=data["canaryReason"],
+            canary_url=data.get("canaryUrl"),
         )
 
 
@@ -192,6 +195,17 @@ class Route:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Tag:
+    """Request: route `canary` at 0 % with the `canary` tag, beside 100 % on `primary` (blue/green).
+
+    Answered with `Observed` once Knative shows it, so that the machine learns the tagged URL.
+    """
+
+    primary: str
+    canary: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Promote:
     canary: str
 
@@ -211,6 +225,7 @@ class RunHooks:
     kind: WebhookType
     phase: Phase
     canary_revision: str | None = None  # for the payload's checksum
+    canary_url: str | None = None  # the canary revision's tagged URL: `canaryUrl`, `{{ canary_url }}`
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,6 +295,7 @@ Action = (
     | Deploy
     | CheckProviders
     | Route
+    | Tag
     | Promote
     | Restore
     | RunHooks
@@ -290,7 +306,7 @@ Action = (
 )
 
 # Actions that change where traffic goes.
-TRAFFIC_WRITES = (Pin, Route, Promote, Restore)
+TRAFFIC_WRITES = (Pin, Route, Tag, Promote, Restore)
 
 
 def stops_after(kind: WebhookType, result: HookRun) -> bool:

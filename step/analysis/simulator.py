@@ -2,7 +2,8 @@
 
 Owns: `simulate`, which plays the driver for the pure state machine on a Service whose canary
 revision is Ready at once, whose gates are open and whose rollback hooks never signal; the pre-rollout
-hooks, rollout hooks and metrics pass or fail as the script says (by canary weight). Because the
+hooks, rollout hooks and metrics pass or fail as the script says (by the machine's state: its canary
+weight, its blue/green iterations). A `Tag` is answered with the canary's tagged URL. Because the
 prediction is the machine's own run, `plan`'s schedule and timing cannot drift from `run`'s.
 Must not: do I/O, read the clock (time is simulated), or decide anything itself (the machine does).
 """
@@ -30,15 +31,17 @@ from step.analysis.protocol import (
     Route,
     RunHooks,
     ServiceFacts,
+    Tag,
     Wait,
     stops_after,
 )
-from step.analysis.state import Config, initial_state
+from step.analysis.state import Config, State, initial_state
 from step.ports import RevisionPhase
 from step.spec.model import Canary, Metric, WebhookType
 
 PRIMARY, CANARY = "primary-revision", "canary-revision"
-Failing = Callable[[int], bool]  # canary weight -> whether the checks fail at that weight
+CANARY_URL = "http://canary-<service>.<namespace>.<domain>"  # Knative's tag URL, as a plan shows it
+Failing = Callable[[State], bool]  # the machine's state -> whether the checks fail in it
 
 _CHECKS = (WebhookType.PRE_ROLLOUT, WebhookType.ROLLOUT)
 
@@ -48,6 +51,7 @@ class Simulation:
     """What the machine did, with times in seconds from the first analysis tick."""
 
     weights: tuple[tuple[float, int], ...]  # each write: (when, canary weight); promotion 100, rollback 0
+    tagged_at: float | None = None  # blue/green: when the canary revision got its tag at 0 %
     finish: Finish | None  # None: still running when the simulation stopped
     at: float  # when it finished (or stopped)
 
@@ -75,6 +79,9 @@ class _World:
         self.now = 0.0
         self.weight = 0
         self.weights: list[tuple[float, int]] = []
+        self.tagged_at: float | None = None
+        self.tagged = False
+        self.state: State | None = None  # the machine's newest state, for the script
 
     def facts(self) -> Observed:
         return Observed(
@@ -83,23 +90,36 @@ class _World:
                 latest_created_revision=CANARY,
                 serving_revision=PRIMARY,
                 canary_phase=RevisionPhase.READY,
+                canary_url=CANARY_URL if self.tagged else None,
             )
         )
+
+    def fails(self) -> bool:
+        assert self.state is not None
+        return self.failing(self.state)
 
     def answer(self, action: Action) -> Observation | None:
         match action:
             case Route(canary_weight=weight):
+                self.tagged = True
                 self.write(weight)
+            case Tag():
+                self.tagged = True
+                if self.tagged_at is None:
+                    self.tagged_at = self.now
+                return self.facts()
             case Promote():
+                self.tagged = False
                 self.write(100)
             case Restore():
+                self.tagged = False
                 self.write(0)
             case CheckProviders():
                 return ProvidersChecked()
             case RunHooks(kind=kind):
                 return self.hooks(kind)
             case Measure(metric=metric):
-                return Measured(metric=metric.name, reading=_reading(metric, fail=self.failing(self.weight)))
+                return Measured(metric=metric.name, reading=_reading(metric, fail=self.fails()))
             case Wait(until=until):
                 self.now = max(self.now, until)
                 return self.facts()
@@ -112,7 +132,7 @@ class _World:
     def hooks(self, kind: WebhookType) -> HooksRan:
         results = []
         for hook in self.canary.analysis.hooks(kind):
-            ok = not self.failing(self.weight) if kind in _CHECKS else kind is not WebhookType.ROLLBACK
+            ok = not self.fails() if kind in _CHECKS else kind is not WebhookType.ROLLBACK
             result = HookRun(name=hook.name, ok=ok)
             results.append(result)
             if stops_after(kind, result):
@@ -120,18 +140,21 @@ class _World:
         return HooksRan(kind=kind, results=tuple(results))
 
 
-def simulate(canary: Canary, *, failing: Failing = lambda weight: False, max_ticks: int = 1000) -> Simulation:
+def simulate(canary: Canary, *, failing: Failing = lambda state: False, max_ticks: int = 1000) -> Simulation:
     """Run the machine on `canary` until it finishes or `max_ticks` ticks have passed."""
     world = _World(canary, failing)
     state = initial_state(Config(canary=canary), now=0.0)
     obs: Observation = world.facts()
     while state.tick_index <= max_ticks:
         state, actions = step(state, obs, world.now)
+        world.state = state
         answer: Observation | None = None
         for action in actions:
             answer = world.answer(action)
             if isinstance(action, Finish):
-                return Simulation(weights=tuple(world.weights), finish=action, at=world.now)
+                return Simulation(
+                    weights=tuple(world.weights), finish=action, at=world.now, tagged_at=world.tagged_at
+                )
         assert answer is not None, f"the machine asked for nothing to wait on: {actions}"
         obs = answer
-    return Simulation(weights=tuple(world.weights), finish=None, at=world.now)
+    return Simulation(weights=tuple(world.weights), finish=None, at=world.now, tagged_at=world.tagged_at)

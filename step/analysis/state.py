@@ -87,6 +87,7 @@ class Stage(enum.Enum):
     DEPLOYED = "deployed"  # an Observed after Deploy
     CONFIRM_ROLLOUT = "confirm-rollout"
     ROLLBACK_HOOKS = "rollback-hooks"
+    TAGGED = "tagged"  # an Observed after Tag: the canary revision's tagged URL (blue/green)
     PRE_ROLLOUT = "pre-rollout"
     ROLLOUT_HOOKS = "rollout-hooks"
     METRICS = "metrics"
@@ -131,6 +132,10 @@ class State:
     pinned_this_run: bool = False
     traffic_moved: bool = False  # whether a write may have sent traffic to the canary
     promoted: bool = False  # a Promote was issued
+    # Blue/green: the iterations passed this analysis (Flagger's status.iterations for Blue/Green);
+    # the canary strategy leaves it at 0.
+    iterations_passed: int = 0
+    canary_url: str | None = None  # the canary revision's tagged URL, as Knative reports it
     interrupted: int | None = None  # the signal that is ending the run
     metric_index: int = 0
     pending_finish: Finish | None = None
@@ -169,6 +174,8 @@ class State:
             "pinnedThisRun": self.pinned_this_run,
             "trafficMoved": self.traffic_moved,
             "promoted": self.promoted,
+            "iterationsPassed": self.iterations_passed,
+            "canaryUrl": self.canary_url,
             "interrupted": self.interrupted,
             "metricIndex": self.metric_index,
             "pendingFinish": self.pending_finish.to_json() if self.pending_finish else None,
@@ -211,6 +218,8 @@ class State:
                 pinned_this_run=bool(data["pinnedThisRun"]),
                 traffic_moved=bool(data["trafficMoved"]),
                 promoted=bool(data["promoted"]),
+                iterations_passed=int(data.get("iterationsPassed", 0)),
+                canary_url=data.get("canaryUrl"),
                 interrupted=data["interrupted"],
                 metric_index=int(data["metricIndex"]),
                 pending_finish=Finish.from_json(data["pendingFinish"]) if data["pendingFinish"] else None,

@@ -67,6 +67,14 @@ WEBHOOK_STAGES: tuple[tuple[WebhookType, str], ...] = (
     (WebhookType.POST_ROLLOUT, "after promotion or rollback; a failure is only reported"),
     (WebhookType.EVENT, "on every event"),
 )
+# Blue/green reaches them at other moments: nothing moves until the promotion.
+BLUE_GREEN_STAGES: dict[WebhookType, str] = {
+    WebhookType.PRE_ROLLOUT: "on the first tick, once the canary revision is tagged at 0 %; a failure is a "
+    "failed check",
+    WebhookType.CONFIRM_TRAFFIC_INCREASE: "never: blue/green moves no traffic before the promotion",
+    WebhookType.CONFIRM_PROMOTION: "after the last iteration, before promoting; a failure holds promotion "
+    "(gate)",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +126,8 @@ class Plan:
     webhooks: tuple[PlannedWebhook, ...]
     metrics: tuple[PlannedMetric, ...]
     alerts: tuple[dict[str, str], ...] = ()  # analysis.alerts routed, without any address
+    # Blue/green: where webhooks reach the canary revision (`{{ canary_url }}`), as Knative forms it.
+    canary_url: str | None = None
 
 
 def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> Plan:
@@ -125,18 +135,18 @@ def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> P
     analysis = canary.analysis
     interval = analysis.interval_seconds
     threshold = analysis.threshold
-    if analysis.iterations > 0:  # `run` refuses it (spec.rules); the machine has no such strategy yet
-        # Flagger: iterations with match is A/B testing, without it Blue/Green.
-        strategy = "ab-testing" if _has_match(loaded, canary) else "blue-green"
-        timing = _blue_green_timing(canary)
-    else:
-        strategy = "skip-analysis" if canary.skip_analysis else strategy_for(canary).name
-        timing = _simulated_timing(canary)
-    schedule, steps, text, promotion, earliest_rollback, latest_rollback = timing
+    strategy = "skip-analysis" if canary.skip_analysis else strategy_for(canary).name
+    if analysis.iterations > 0 and _has_match(loaded, canary):
+        # Flagger: iterations with match is A/B testing (`run` refuses it, spec.rules); its ticks are
+        # Blue/Green's, which is what the machine simulates.
+        strategy = "ab-testing"
+    schedule, steps, text, promotion, earliest_rollback, latest_rollback = _simulated_timing(canary)
 
+    blue_green = strategy_for(canary).counts_iterations and not canary.skip_analysis
+    stages = {**dict(WEBHOOK_STAGES), **(BLUE_GREEN_STAGES if blue_green else {})}
     planned_hooks = tuple(
-        PlannedWebhook(name=h.name, type=kind.value, url=h.url, when=when)
-        for kind, when in WEBHOOK_STAGES
+        PlannedWebhook(name=h.name, type=kind.value, url=h.url, when=stages[kind])
+        for kind, _ in WEBHOOK_STAGES
         for h in analysis.hooks(kind)
     )
     planned_metrics = tuple(
@@ -161,6 +171,7 @@ def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> P
         webhooks=planned_hooks,
         metrics=planned_metrics,
         alerts=tuple(planned_alerts(canary, loaded.alert_providers)),
+        canary_url=f"http://canary-{canary.target_name}.{canary.namespace}.<domain>" if blue_green else None,
     )
 
 
@@ -173,7 +184,11 @@ def _simulated_timing(canary: Canary) -> _Timing:
     The earliest rollback: every check fails from the start. The latest: every check passes until
     the weight the promotion follows, then fails (a pre-rollout failure can only come early).
     """
-    passing = simulate(canary)
+    strategy = strategy_for(canary)
+    iterations = canary.analysis.iterations if strategy.counts_iterations else 0
+    # Blue/green runs `iterations` + 1 ticks to promote and up to `threshold` more to roll back.
+    bound = max(1000, iterations + canary.analysis.threshold + 10)
+    passing = simulate(canary, max_ticks=bound)
     promotion = passing.promoted_at
     routed = tuple(w for _, w in passing.weights[:-1])  # the last write is the promotion
     if promotion is None:
@@ -181,30 +196,24 @@ def _simulated_timing(canary: Canary) -> _Timing:
         text = "never promotes"
     elif canary.skip_analysis:
         schedule, text = (), "promote (analysis skipped)"
+    elif strategy.counts_iterations:
+        schedule = strategy.schedule()
+        text = f"0 for {iterations} iterations -> promote"
     else:
         schedule = (0, *routed)
         text = " -> ".join(str(w) for w in schedule) + " -> promote"
-    steps = None if promotion is None else len(routed)
-    top = max(schedule, default=0)
-    early = simulate(canary, failing=lambda weight: True).rolled_back_at
-    late = simulate(canary, failing=lambda weight: weight >= top).rolled_back_at
+    steps = None if promotion is None else (len(schedule) - 1 if schedule else len(routed))
+    early = simulate(canary, failing=lambda state: True, max_ticks=bound).rolled_back_at
+    late = simulate(
+        canary,
+        failing=lambda state: strategy.ready_to_promote(
+            canary_weight=state.canary_weight, iterations_passed=state.iterations_passed
+        ),
+        max_ticks=bound,
+    ).rolled_back_at
     found = [t for t in (early, late) if t is not None]
     latest = None if promotion is None else max(found, default=None)
     return schedule, steps, text, promotion, min(found, default=None), latest
-
-
-def _blue_green_timing(canary: Canary) -> _Timing:
-    """Flagger's timing for iterations at 0 %: pre-rollout hooks can fail on tick 0, the rest after it."""
-    analysis = canary.analysis
-    interval, threshold, iterations = analysis.interval_seconds, analysis.threshold, analysis.iterations
-    can_fail_first = bool(analysis.hooks(WebhookType.PRE_ROLLOUT))
-    can_fail_later = bool(analysis.metrics) or bool(analysis.hooks(WebhookType.ROLLOUT))
-    earliest = latest = threshold * interval if can_fail_first else None
-    if can_fail_later:
-        earliest = earliest if can_fail_first else (threshold + 1) * interval
-        latest = (iterations + threshold) * interval
-    text = f"0 for {iterations} iterations -> promote"
-    return (), iterations, text, iterations * interval, earliest, latest
 
 
 def _has_match(loaded: LoadedSpec, canary: Canary) -> bool:
@@ -286,6 +295,11 @@ def format_plan(plan: Plan) -> str:
     if plan.ticks is not None:
         lines.append(
             f"Analysis ticks:    {plan.ticks} ({plan.metric_ticks} evaluate metrics; the first does not)"
+        )
+    if plan.canary_url is not None:
+        lines.append(
+            "Canary revision:   0 % of the traffic until the promotion, tag `canary`: webhooks reach it at "
+            f"{plan.canary_url} ({{{{ canary_url }}}} in their metadata, canaryUrl in the payload)"
         )
     lines += [
         f"Before tick 1:     the canary revision must be Ready within {plan.progress_deadline_seconds}s "

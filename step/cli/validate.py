@@ -44,8 +44,8 @@ _PLURALS = {"Canary": "Canaries", "MetricTemplate": "MetricTemplates", "AlertPro
     envvar="CANARY_STEP_AGAINST",
     show_envvar=True,
     help="`run`: a spec is valid when `canary-step run` can carry it out (Knative, the progressive "
-    "canary strategy). `flagger`: valid when Flagger would act on it; what `run` cannot carry out is "
-    "then a note on stderr, and our extensions (onNoData) are problems.",
+    "canary or Blue/Green strategy). `flagger`: valid when Flagger would act on it; what `run` cannot "
+    "carry out is then a note on stderr, and our extensions (onNoData) are problems.",
 )
 @click.pass_context
 def validate(
@@ -63,7 +63,7 @@ def validate(
     skipped with a note; a flagger.app document of a wrong version or kind is a problem. Every
     templateRef must name a MetricTemplate in one of the FILEs unless --templates-from-cluster. A
     `kind: List` (kubectl get -o yaml) is checked item by item. What Flagger accepts but `canary-step
-    run` cannot carry out (a non-Knative target, iterations, mirror, stepWeightPromotion) is a problem,
+    run` cannot carry out (a non-Knative target, A/B match, mirror, stepWeightPromotion) is a problem,
     or with --against flagger a note.
 
     \b

@@ -208,9 +208,10 @@ def alert_provider_rules(alert_provider: Mapping[str, Any]) -> Iterator[Finding]
 
 # -- what `canary-step run` can carry out --------------------------------------------------------------------
 # Flagger accepts these, but for a Knative Service its Knative path does not do them meaningfully
-# (flagger-semantics.md section 2): Blue/Green keeps the canary at 0 % ("no values found"), mirroring loops
-# at weight 0, and a promotion step writes splits Knative rejects. `run` refuses them (exit 2) rather than
-# run something other than asked; `validate` and `plan` report the same findings from here.
+# (flagger-semantics.md section 2): A/B ignores `match`, mirroring loops at weight 0, and a promotion step
+# writes splits Knative rejects. `run` refuses them (exit 2) rather than run something other than asked;
+# `validate` and `plan` report the same findings from here. Blue/Green (iterations without match), which
+# Flagger's Knative path leaves at 0 % with nothing to measure, `run` carries out through the canary tag.
 
 
 def run_support_findings(canary: Mapping[str, Any]) -> Iterator[Finding]:
@@ -232,23 +233,28 @@ def run_support_findings(canary: Mapping[str, Any]) -> Iterator[Finding]:
         yield ("spec", "targetRef", "name"), problem
     analysis = _map(spec.get("analysis"))
     iterations = _int(analysis.get("iterations"))
-    if iterations is not None and iterations > 0:
-        strategy = (
-            "A/B testing (iterations with match)" if analysis.get("match") else "Blue/Green (iterations)"
-        )
+    if iterations is not None and iterations > 0 and analysis.get("match"):
         message = (
-            f"{strategy} cannot be carried out for a Knative Service: `canary-step run` does the "
-            "progressive canary strategy (stepWeight or stepWeights) only"
+            "A/B testing (iterations with match) cannot be carried out for a Knative Service: Knative "
+            "routes by percent and tag only, not by header or cookie; drop `match` for Blue/Green "
+            "(iterations at 0 % on the canary tag)"
         )
         yield ("spec", "analysis", "iterations"), message
     if analysis.get("mirror") is True:
-        message = "traffic mirroring cannot be carried out for a Knative Service (Knative has no mirroring)"
+        message = (
+            "traffic mirroring cannot be carried out for a Knative Service: a Knative Route sends each "
+            "request to one revision (spec.traffic has percents and tags, no mirror), so nothing can copy "
+            "the primary's requests to the canary; Blue/Green (iterations) with a load test on "
+            "{{ canary_url }} is the nearest Knative can do"
+        )
         yield ("spec", "analysis", "mirror"), message
     promotion = _int(analysis.get("stepWeightPromotion"))
     if promotion is not None and promotion > 0:
         message = (
-            "a stepped promotion cannot be carried out for a Knative Service: `canary-step run` promotes "
-            "in one write"
+            "a stepped promotion cannot be carried out for a Knative Service: the primary of a Knative "
+            "Service is a pinned revision, not a Deployment that takes the canary's spec, so after the "
+            "promotion there is no second revision to shift weight back from (Flagger's Knative router "
+            "then writes splits that Knative rejects); `canary-step run` promotes 100 % in one write"
         )
         yield ("spec", "analysis", "stepWeightPromotion"), message
 

@@ -2,11 +2,12 @@
 
 Owns: `HttpWebhookCaller`, the `ports.WebhookCaller` over HTTP. The payload is Flagger's
 `CanaryWebhookPayload` (`name`, `namespace`, `phase`, `checksum`, and `metadata` only when it is
-not empty; no `type`). `retries` extra attempts follow go-retryablehttp v0.7.8's DefaultRetryPolicy
-(connection errors and timeouts, 429, and 5xx except 501) and DefaultBackoff (`GO_RETRYABLEHTTP`:
-1 s doubling to 30 s, no jitter; `Retry-After` honoured on 429 and 503, up to 30 s), run by
-`step.retrying`. Success is 200..202. Error texts are Flagger's: `POST <url> giving up after N
-attempt(s)` once retries are spent, else the response body.
+not empty; no `type`), plus our `canaryUrl` once the canary revision has a tagged URL. `retries`
+extra attempts follow go-retryablehttp v0.7.8's DefaultRetryPolicy (connection errors and timeouts,
+429, and 5xx except 501) and DefaultBackoff (`GO_RETRYABLEHTTP`: 1 s doubling to 30 s, no jitter;
+`Retry-After` honoured on 429 and 503, up to 30 s), run by `step.retrying`. Success is 200..202.
+Error texts are Flagger's: `POST <url> giving up after N attempt(s)` once retries are spent, else the
+response body.
 Must not: decide what a failed hook means (gate, check, rollback signal) or raise for a failed call.
 """
 
@@ -49,6 +50,8 @@ def payload_json(payload: WebhookPayload) -> bytes:
     }
     if payload.metadata:
         body["metadata"] = dict(payload.metadata)
+    if payload.canary_url:  # ours: where the canary revision answers on its own (its `canary` tag)
+        body["canaryUrl"] = payload.canary_url
     return json.dumps(body).encode("utf-8")
 
 

@@ -1,14 +1,16 @@
 """Webhook payloads as Flagger sends them, and running the hooks of one type.
 
 Owns: the payload (name, namespace, phase, checksum, metadata; event hooks add eventMessage,
-eventType and timestamp), Flagger's ComputeHash checksum, `run_hooks` (the hooks of one type in list
-order, stopping where `stops_after` says), and `EventWebhooks`, the `type: event` hooks as a
-`Notifier` of the composed event sink.
+eventType and timestamp; ours: `canaryUrl` once the canary revision has a tagged URL, and
+`{{ canary_url }}` in metadata values rendered to it), Flagger's ComputeHash checksum, `run_hooks`
+(the hooks of one type in list order, stopping where `stops_after` says), and `EventWebhooks`, the
+`type: event` hooks as a `Notifier` of the composed event sink.
 Must not: decide what a hook's failure means (the analysis does), or send HTTP itself (the caller does).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -31,8 +33,39 @@ def revision_checksum(revision: str) -> str:
     return "".join(alphabet[ord(c) % 27] for c in str(digest))
 
 
+# Ours: the canary revision's tagged URL, offered to a hook's metadata values (a load test's `cmd`).
+CANARY_URL_VARIABLE = re.compile(r"{{-?\s*canary_url\s*-?}}")
+
+
+def uses_canary_url(metadata: Mapping[str, str]) -> list[str]:
+    """The metadata keys whose values use `{{ canary_url }}`."""
+    return [key for key, value in metadata.items() if CANARY_URL_VARIABLE.search(value)]
+
+
+def render_metadata(metadata: Mapping[str, str], *, canary_url: str | None) -> dict[str, str]:
+    """`{{ canary_url }}` replaced by the canary revision's tagged URL in every value; nothing else is
+    touched (Flagger sends metadata as written). Raises ValueError when a value uses it and no URL is
+    known yet."""
+    keys = uses_canary_url(metadata)
+    if keys and canary_url is None:
+        raise ValueError(
+            f"metadata {', '.join(keys)} uses {{{{ canary_url }}}}, but the canary revision has no tagged URL"
+            " yet (blue/green tags it before the pre-rollout hooks; the canary strategy with its first"
+            " weight step)"
+        )
+    return {
+        key: CANARY_URL_VARIABLE.sub(lambda _: canary_url or "", value) if key in keys else value
+        for key, value in metadata.items()
+    }
+
+
 def payload(
-    canary: Canary, *, phase: str, canary_revision: str | None, metadata: Mapping[str, str]
+    canary: Canary,
+    *,
+    phase: str,
+    canary_revision: str | None,
+    metadata: Mapping[str, str],
+    canary_url: str | None = None,
 ) -> WebhookPayload:
     return WebhookPayload(
         name=canary.name,
@@ -40,18 +73,36 @@ def payload(
         phase=phase,
         checksum=revision_checksum(canary_revision or ""),
         metadata=dict(metadata),
+        canary_url=canary_url,
     )
 
 
 def run_hooks(
-    caller: WebhookCaller, canary: Canary, kind: WebhookType, *, phase: str, canary_revision: str | None
+    caller: WebhookCaller,
+    canary: Canary,
+    kind: WebhookType,
+    *,
+    phase: str,
+    canary_revision: str | None,
+    canary_url: str | None = None,
 ) -> HooksRan:
-    """Call the hooks of `kind` in list order; Flagger stops at the first failure (rollback: success)."""
+    """Call the hooks of `kind` in list order; Flagger stops at the first failure (rollback: success).
+
+    A hook whose metadata needs `{{ canary_url }}` before the canary revision has one is not called:
+    it fails with the reason.
+    """
     results: list[HookRun] = []
     for hook in canary.analysis.hooks(kind):
-        sent = payload(canary, phase=phase, canary_revision=canary_revision, metadata=hook.metadata)
-        answer = caller.call(hook, sent)
-        run = HookRun(name=hook.name, ok=answer.ok, status=answer.status, message=answer.message)
+        try:
+            metadata = render_metadata(hook.metadata, canary_url=canary_url)
+        except ValueError as err:
+            run = HookRun(name=hook.name, ok=False, message=str(err))
+        else:
+            sent = payload(
+                canary, phase=phase, canary_revision=canary_revision, metadata=metadata, canary_url=canary_url
+            )
+            answer = caller.call(hook, sent)
+            run = HookRun(name=hook.name, ok=answer.ok, status=answer.status, message=answer.message)
         results.append(run)
         if stops_after(kind, run):
             break

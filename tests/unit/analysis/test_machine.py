@@ -30,6 +30,7 @@ from step.analysis.protocol import (
     Route,
     RunHooks,
     ServiceFacts,
+    Tag,
     Wait,
     WriteStatus,
     stops_after,
@@ -70,12 +71,16 @@ ReadingScript = Callable[[Metric, int], Reading]  # (metric, analysis tick index
 FactsScript = Callable[["World"], ServiceFacts]
 
 
+CANARY_URL = "http://canary-podinfo.test.svc.cluster.local"
+
+
 def ready_canary(world: World) -> ServiceFacts:
     return ServiceFacts(
         primary_revision=world.annotation,
         latest_created_revision=world.latest,
         serving_revision=world.annotation or "podinfo-00001",
         canary_phase=RevisionPhase.READY,
+        canary_url=CANARY_URL if world.tagged else None,
     )
 
 
@@ -95,6 +100,9 @@ class World:
     fail_action: Callable[[Action], str | None] = lambda action: None
     now: float = 1000.0
     weight: int = 0  # the canary's observed weight
+    tagged: bool = False  # the canary revision has the `canary` tag (a Route or a Tag put it there)
+    tags: list[float] = field(default_factory=list)  # (seconds since start) of each Tag
+    hook_urls: list[tuple[str, str | None]] = field(default_factory=list)  # (hook type, canary_url sent)
     events: list[tuple[str, str]] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     hook_calls: list[tuple[str, str]] = field(default_factory=list)  # (hook name, payload phase)
@@ -154,20 +162,29 @@ class World:
                 self.weight = 0
             case Route(canary_weight=weight):
                 self.weight = weight
+                self.tagged = True
                 self.weights.append((self.t(), weight))
+            case Tag():
+                self.weight = 0
+                self.tagged = True
+                self.tags.append(self.t())
+                return Observed(facts=self.facts(self))
             case Promote(canary=canary):
                 self.annotation = canary
                 self.weight = 0
+                self.tagged = False
                 self.weights.append((self.t(), 100))
             case Restore():
                 self.weight = 0
+                self.tagged = False
                 self.weights.append((self.t(), 0))
             case CheckProviders():
                 return ProvidersChecked(offline=self.offline)
             case Deploy():
                 self.latest = "podinfo-00002"
                 return Observed(facts=self.facts(self))
-            case RunHooks(kind=kind, phase=phase):
+            case RunHooks(kind=kind, phase=phase, canary_url=url):
+                self.hook_urls.append((kind.value, url))
                 results = []
                 for h in self.canary.analysis.hooks(kind):
                     n = self.calls.get(h.name, 0)
@@ -199,8 +216,8 @@ class World:
         return None
 
     def analysis_tick(self) -> int:
-        """Ticks since the first advance (0 = the tick that set the first weight)."""
-        first = next((t for t, _ in self.weights), None)
+        """Ticks since the first advance (0 = the tick that set the first weight, or the tag)."""
+        first = next((t for t, _ in self.weights), None) if not self.tags else self.tags[0]
         return -1 if first is None else round((self.t() - first) / INTERVAL)
 
     def messages(self) -> list[str]:

@@ -17,9 +17,9 @@ def test_a_passing_simulation_is_the_machines_run() -> None:
 def test_failing_simulations_give_the_rollback_times() -> None:
     world = World(seed(threshold=2), readings=always(0.0))
     world.run()
-    failing = simulate(seed(threshold=2), failing=lambda weight: True)
+    failing = simulate(seed(threshold=2), failing=lambda state: True)
     assert failing.rolled_back_at == weight_times(world)[-1][0] == 3 * INTERVAL
-    late = simulate(seed(threshold=2), failing=lambda weight: weight >= 50)
+    late = simulate(seed(threshold=2), failing=lambda state: state.canary_weight >= 50)
     assert late.rolled_back_at == (5 + 2) * INTERVAL
 
 

@@ -69,7 +69,13 @@ def test_the_seed_run_passes_through_every_stage_it_can() -> None:
     world = World(seed(webhooks=every_hook()), hooks_ok=lambda h, n: h.type is not WebhookType.ROLLBACK)
     world.run()
     stages = {s.stage for s in world.states}
-    assert stages >= set(Stage) - {Stage.DEPLOYED}
+    assert stages >= set(Stage) - {Stage.DEPLOYED, Stage.TAGGED}
+    blue_green = World(
+        seed(step_weight=0, iterations=2, webhooks=every_hook()),
+        hooks_ok=lambda h, n: h.type is not WebhookType.ROLLBACK,
+    )
+    blue_green.run()
+    assert Stage.TAGGED in {s.stage for s in blue_green.states}
 
 
 def test_another_version_or_garbage_is_refused_clearly() -> None:

@@ -147,6 +147,20 @@ def test_blue_green_and_skip_analysis(tmp_path: Path) -> None:
         40.0,
         60.0,
     )
+    # the machine's own blue/green run: every check failing rolls back on the tick after the N-th
+    assert (data["metricTicks"], data["earliestRollbackSeconds"], data["schedule"]) == (4, 30.0, [0] * 5)
+    assert data["canaryUrl"] == "http://canary-app.ns.<domain>"
+    data = plan_json(
+        tmp_path,
+        "{interval: 10s, threshold: 2, iterations: 4, webhooks: [{name: load, type: pre-rollout, url: 'http://t/',"
+        " metadata: {cmd: 'hey {{ canary_url }}'}}, {name: gate, type: confirm-traffic-increase, url: 'http://t/'}]}",
+    )
+    assert [h["when"] for h in data["webhooks"]] == [  # type: ignore[union-attr]
+        "on the first tick, once the canary revision is tagged at 0 %; a failure is a failed check",
+        "never: blue/green moves no traffic before the promotion",
+    ]
+    # a failing pre-rollout hook repeats the first tick: the earliest rollback is N intervals in
+    assert (data["earliestRollbackSeconds"], data["latestRollbackSeconds"]) == (20.0, 20.0)
     data = plan_json(
         tmp_path, "{interval: 10s, threshold: 2, stepWeight: 10}", extra="  skipAnalysis: true\n"
     )

@@ -232,7 +232,14 @@ def test_sigterm_while_an_api_call_hangs_exits_143_with_results(tmp_path: Path, 
 @pytest.mark.parametrize(
     ("analysis", "field"),
     [
-        ("{interval: 1s, threshold: 5, iterations: 5}", "spec.analysis.iterations: Blue/Green (iterations)"),
+        (
+            "{interval: 1s, threshold: 5, iterations: 5, match: [{headers: {x-canary: {exact: insider}}}]}",
+            "spec.analysis.iterations: A/B testing (iterations with match)",
+        ),
+        (
+            "{interval: 1s, threshold: 5, maxWeight: 50, stepWeight: 10, stepWeightPromotion: 10}",
+            "spec.analysis.stepWeightPromotion: a stepped promotion",
+        ),
         (
             "{interval: 1s, threshold: 5, maxWeight: 50, stepWeight: 10, mirror: true}",
             "spec.analysis.mirror: traffic mirroring",

@@ -144,27 +144,50 @@ def test_flaggers_published_canaries_validate_with_templates_left_to_the_cluster
 def test_what_run_cannot_carry_out_is_a_problem_with_its_line(tmp_path: Path) -> None:
     text = (ROOT / "examples" / "podinfo-canary.yaml").read_text()
     assert "    stepWeight: 10\n" in text
-    blue_green = text.replace("    stepWeight: 10\n", "    iterations: 10\n    mirror: true\n")
+    # Blue/green (iterations) is carried out; mirroring and a stepped promotion are not.
+    blue_green = text.replace(
+        "    stepWeight: 10\n", "    iterations: 10\n    mirror: true\n    stepWeightPromotion: 20\n"
+    )
     path = tmp_path / "bg.yaml"
     path.write_text(blue_green)
     line_of = {
-        key: blue_green.splitlines().index(f"    {key}") + 1 for key in ("iterations: 10", "mirror: true")
+        key: blue_green.splitlines().index(f"    {key}") + 1
+        for key in ("mirror: true", "stepWeightPromotion: 20")
     }
     code, out, _ = run(str(path))
     assert code == 2
     assert out.splitlines() == [
-        f"{path}:{line_of['iterations: 10']}: spec.analysis.iterations: Blue/Green (iterations) cannot be "
-        "carried out for a Knative Service: `canary-step run` does the progressive canary strategy "
-        "(stepWeight or stepWeights) only",
         f"{path}:{line_of['mirror: true']}: spec.analysis.mirror: traffic mirroring cannot be carried out "
-        "for a Knative Service (Knative has no mirroring)",
+        "for a Knative Service: a Knative Route sends each request to one revision (spec.traffic has "
+        "percents and tags, no mirror), so nothing can copy the primary's requests to the canary; "
+        "Blue/Green (iterations) with a load test on {{ canary_url }} is the nearest Knative can do",
+        f"{path}:{line_of['stepWeightPromotion: 20']}: spec.analysis.stepWeightPromotion: a stepped "
+        "promotion cannot be carried out for a Knative Service: the primary of a Knative Service is a "
+        "pinned revision, not a Deployment that takes the canary's spec, so after the promotion there "
+        "is no second revision to shift weight back from (Flagger's Knative router then writes splits "
+        "that Knative rejects); `canary-step run` promotes 100 % in one write",
     ]
     code, out, err = run("--against", "flagger", "-o", "json", str(path))
     assert code == 0
     payload = json.loads(out)
     assert payload["valid"] is True
-    assert [p["path"] for p in payload["unsupported"]] == ["spec.analysis.iterations", "spec.analysis.mirror"]
+    assert [p["path"] for p in payload["unsupported"]] == [
+        "spec.analysis.mirror",
+        "spec.analysis.stepWeightPromotion",
+    ]
     assert "note: " in err and "spec.analysis.mirror" in err
+    # Blue/green alone is valid for `run`; with `match` it is A/B testing, which Knative cannot route.
+    path.write_text(text.replace("    stepWeight: 10\n", "    iterations: 10\n"))
+    assert run(str(path))[:2] == (0, "")
+    ab = text.replace(
+        "    stepWeight: 10\n",
+        "    iterations: 10\n    match:\n      - headers:\n          x-canary:\n            exact: insider\n",
+    )
+    path.write_text(ab)
+    code, out, _ = run(str(path))
+    assert code == 2
+    assert "spec.analysis.iterations: A/B testing (iterations with match) cannot be carried out for a " in out
+    assert "Knative routes by percent and tag only, not by header or cookie" in out
 
 
 def test_suspend_says_the_run_will_do_nothing(tmp_path: Path) -> None:
