@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,8 +58,8 @@ from tests.cluster.seed import seed_canary
 PODINFO = PODINFO_IMAGE.rsplit(":", 1)[0]
 CANARY_STEP = str(Path(sys.executable).with_name("canary-step"))
 FLAGGER_NS, STEP_NS = "vs-flagger", "vs-step"
-# ``--step-source DIR``: run canary-step from a copy of the package (`git archive HEAD step`), not
-# the editable install, whose finder wins over sys.path: a shared working tree may be mid-edit.
+# ``--step-ref REF``: run canary-step from ``git archive REF step`` in the work directory rather than the
+# editable install (whose import finder wins over sys.path): a shared working tree may be mid-edit.
 STEP_LAUNCHER = (
     "import sys; source = sys.argv.pop(1); "
     "sys.meta_path = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '') "
@@ -357,13 +358,16 @@ def newer_mid_analysis(side: Side, first: str, newer: str, scenario: str, *, tim
     ended: list[Any] = []
     if isinstance(side, StepSide):
         process, ended = side.start_run(scenario)
-    side.watcher.wait(
-        side.namespace,
-        side.watcher.some_on_image(side.namespace, first, 20),
-        after=changed,
-        timeout=timeout,
-        what=f"20 % on {first}",
-    )
+    deadline = time.monotonic() + timeout
+    while (
+        side.watcher.first(
+            side.namespace, side.watcher.some_on_image(side.namespace, first, 20), after=changed
+        )
+        is None
+    ):
+        if ended or time.monotonic() > deadline:
+            raise TimeoutError(f"{side.name}: 20 % on {first} not seen (the run ended: {bool(ended)})")
+        time.sleep(0.05)  # poll interval of a condition wait with a deadline
     newer_at, revision = side.deploy(newer)
     if isinstance(side, StepSide):
         assert process is not None
@@ -394,7 +398,8 @@ def both(flagger: FlaggerSide, step: StepSide, run: Callable[[Side], Outcome]) -
         except BaseException as error:  # reported after both ended
             errors.append(error)
 
-    threads = [threading.Thread(target=one, args=(side,)) for side in (flagger, step)]
+    # Daemon threads: an interrupted bench must not wait for a side's timeout before it exits.
+    threads = [threading.Thread(target=one, args=(side,), daemon=True) for side in (flagger, step)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -535,10 +540,12 @@ def report(
             for message in audit.events_of(window, messages):
                 print(f"    {message}")
     print("\nRevisions at the end (name: image, tag only):")
+    revisions: dict[str, dict[str, str]] = {}
     for side in sides:
         with watcher._lock:
-            revisions = sorted((n, i) for (ns, n), i in watcher.images.items() if ns == side.namespace)
-        print(f"  {side.name}: " + ", ".join(f"{n}: {i.rsplit(':', 1)[-1]}" for n, i in revisions))
+            found = sorted((n, i) for (ns, n), i in watcher.images.items() if ns == side.namespace)
+        revisions[side.name] = {n: i.rsplit(":", 1)[-1] for n, i in found}
+        print(f"  {side.name}: " + ", ".join(f"{n}: {tag}" for n, tag in revisions[side.name].items()))
     print("\nRequests by verb and resource, whole bench:")
     for side in sides:
         print(f"  {side.name}: {json.dumps(per_side[side.name]['verbs'])}")
@@ -548,6 +555,8 @@ def report(
         "threshold": threshold,
         "rows": rows,
         "settlePhases": settle_phases,
+        "revisions": revisions,
+        "peakRssMb": {s.name: round(s.peak_rss_mb, 1) for s in sides},
         "outcomes": [dataclasses.asdict(o) for s in sides for o in s.outcomes],
         "verbs": {s.name: per_side[s.name]["verbs"] for s in sides},
         "traffic": {
@@ -580,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--keep", type=Path, help="keep the run's files (audit log, logs, reports) here")
     parser.add_argument(
-        "--step-source", type=Path, help="run canary-step from this copy of the package's parent"
+        "--step-ref", help="run canary-step as committed at this git ref (git archive), not the working tree"
     )
     parser.add_argument(
         "--scenarios", default="promotion,rollback,newer", help="comma-separated: promotion, rollback, newer"
@@ -593,6 +602,16 @@ def main(argv: list[str] | None = None) -> int:
     found = ensure_flagger()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="canary-step-vs-flagger-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    step_source = None
+    if args.step_ref:
+        step_source = workdir / "step-source"
+        step_source.mkdir(exist_ok=True)
+        repo = Path(__file__).resolve().parent.parent
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", args.step_ref, "step"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(step_source)], input=archive.stdout, check=True)
+        log(f"canary-step from git {args.step_ref} ({step_source})")
     timeout = (threshold + 12) * interval + 120
 
     with ControlPlane.start(workdir / "cluster", knative=backend, audit=True) as plane:
@@ -635,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
                     spec=spec,
                     kubeconfig=kubeconfig,
                     workdir=workdir,
-                    source=args.step_source,
+                    source=step_source,
                 )
                 canary = seed_canary(
                     FLAGGER_NS,
@@ -711,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
             audit_copy.write_bytes(plane.api.audit_log.read_bytes())
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
