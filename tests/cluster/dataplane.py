@@ -5,7 +5,8 @@ Owns:
 - :class:`Backend`: one HTTP server per revision on 127.0.0.1, behaving like podinfo (``/``,
   ``/status/{code}``, ``/delay/{seconds}``, ``/healthz``, ``/readyz``, ``/version``, ``/headers``) with the
   faults its image tag asks for (:mod:`tests.cluster.images`), and recording the queue-proxy metrics
-  ``revision_request_count`` / ``revision_request_latencies`` (Knative v1.17, OpenCensus names, ms buckets).
+  ``revision_request_count`` / ``revision_request_latencies`` (Knative v1.17, OpenCensus names, ms buckets)
+  and Knative 1.19+'s OpenTelemetry names (:func:`record_queue_proxy_otel`).
 - :class:`RoutingTable`: each Service's **status.traffic** (the observed split, as Kourier programs it),
   resolved by Host header as Knative names hosts: ``<svc>.<ns>``, ``<svc>.<ns>.svc``,
   ``<svc>.<ns>.svc.cluster.local`` to the split, ``<tag>-<svc>.<ns>[.svc[.cluster.local]]`` to the tagged
@@ -50,6 +51,24 @@ QUEUE_PROXY_BUCKETS_MS: tuple[float, ...] = (
     5, 10, 20, 40, 60, 80, 100, 150, 200, 250, 300, 350, 400, 450, 500, 600, 700, 800, 900, 1000, 2000, 5000,
     10000, 20000, 50000, 100000,
 )  # fmt: skip
+# Knative 1.19+'s queue-proxy histograms (OpenTelemetry, seconds): its own latency bounds
+# (pkg/queue/request_metric.go) equal otelhttp's defaults for http.server.request.duration.
+OTEL_BUCKETS_S: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    2.5,
+    5,
+    7.5,
+    10,
+)
 CLUSTER_DOMAIN = "svc.cluster.local"
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host"}
@@ -209,6 +228,62 @@ def record_queue_proxy(
     )
 
 
+def record_queue_proxy_otel(
+    metrics: Metrics, *, revision: RevisionInfo, pod: str, code: int, seconds: float, method: str
+) -> None:
+    """What Knative 1.19+'s queue-proxy exports for one request, OpenTelemetry instruments through its
+    Prometheus exporter (dots become underscores, the unit `s` a `_seconds` suffix; the resource attributes
+    are labels on every series). Three histograms, one per name family:
+
+    - ``http_server_request_duration_seconds``: otelhttp's HTTP-server metric
+      (``http.server.request.duration``), every request into the queue-proxy, with ``http_request_method``
+      and ``http_response_status_code``;
+    - ``kn_queueproxy_app_duration_seconds`` (Knative 1.19 and 1.20: ``kn.queueproxy.app.duration``), the time
+      in the user's container, with ``http_response_status_code``; these releases record **whole seconds**
+      (``float64(latency / time.Second)``), so a 0.8 s request counts as 0 (fixed in 1.21, knative/serving
+      #16358);
+    - ``kn_serving_invocation_duration_seconds`` (1.21 renamed it, knative/serving #16290), sub-second.
+    """
+    resource: LabelSet = (
+        ("container_name", "queue-proxy"),
+        ("k8s_namespace_name", revision.namespace),
+        ("k8s_pod_name", pod),
+        ("kn_configuration_name", revision.configuration),
+        ("kn_revision_name", revision.name),
+        ("kn_service_name", revision.service or ""),
+        ("service_name", revision.service or revision.configuration),
+    )
+    status = (("http_response_status_code", str(code)),)
+    server = (
+        ("http_request_method", method),
+        *status,
+        ("network_protocol_name", "http"),
+        ("network_protocol_version", "1.1"),
+        ("url_scheme", "http"),
+    )
+    metrics.observe(
+        "http_server_request_duration_seconds",
+        tuple(sorted((*resource, *server))),
+        seconds,
+        bounds=OTEL_BUCKETS_S,
+        help_text="Duration of HTTP server requests.",
+    )
+    metrics.observe(
+        "kn_queueproxy_app_duration_seconds",
+        tuple(sorted((*resource, *status))),
+        float(int(seconds)),
+        bounds=OTEL_BUCKETS_S,
+        help_text="The duration of task execution",
+    )
+    metrics.observe(
+        "kn_serving_invocation_duration_seconds",
+        tuple(sorted((*resource, *status))),
+        seconds,
+        bounds=OTEL_BUCKETS_S,
+        help_text="The duration of task execution",
+    )
+
+
 # --------------------------------------------------------------------------------------------- backends
 
 
@@ -316,8 +391,18 @@ class Backend:
         path = urllib.parse.urlsplit(request.path).path
         code, payload = self._app(request, path, body)
         request._send_json(code, payload)
-        millis = (time.monotonic() - started) * 1000
-        record_queue_proxy(self.metrics, revision=self.revision, pod=self.pod, code=code, millis=millis)
+        seconds = time.monotonic() - started
+        record_queue_proxy(
+            self.metrics, revision=self.revision, pod=self.pod, code=code, millis=seconds * 1000
+        )
+        record_queue_proxy_otel(
+            self.metrics,
+            revision=self.revision,
+            pod=self.pod,
+            code=code,
+            seconds=seconds,
+            method=request.command,
+        )
 
     def _app(self, request: _JsonHandler, path: str, body: bytes) -> tuple[int, object]:
         behaviour = self.behaviour

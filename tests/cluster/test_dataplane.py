@@ -192,3 +192,56 @@ def test_injected_latency_lands_in_the_millisecond_buckets(dataplane: DataPlane)
     assert lines[f'envoy_cluster_upstream_rq_time_bucket{{{cluster},le="100"}}'] == 0
     assert lines[f'envoy_cluster_upstream_rq_time_bucket{{{cluster},le="250"}}'] == 3
     assert lines[f"envoy_cluster_upstream_rq_time_sum{{{cluster}}}"] >= 360
+
+
+def _series(text: str, name: str, **labels: str) -> float:
+    """The value of the one series of metric `name` whose labels include `labels`."""
+    found = []
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        pairs = dict(item.split("=", 1) for item in series[len(name) + 1 : -1].split(","))
+        if all(pairs.get(key) == f'"{wanted}"' for key, wanted in labels.items()):
+            found.append(float(value))
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+def test_knative_1_19_opentelemetry_names_are_exported_too(dataplane: DataPlane) -> None:
+    """http.server.request.duration (otelhttp), kn.queueproxy.app.duration (1.19-1.20: whole seconds) and
+    kn.serving.invocation.duration (1.21+), as Knative's Prometheus exporter writes them."""
+    dataplane.routing.set_traffic(NS, "podinfo", [Target("podinfo-00003", 100)])
+    for _ in range(3):
+        assert _get(dataplane, "podinfo.demo")[0] == 200
+    dataplane.routing.set_traffic(NS, "podinfo", [Target("podinfo-00002", 100)])
+    codes = Counter(_get(dataplane, "podinfo.demo")[0] for _ in range(10))
+    assert codes == {200: 7, 500: 3}
+    text = _metrics(dataplane)
+    slow = dataplane.backend(NS, "podinfo-00003")
+    faulty = dataplane.backend(NS, "podinfo-00002")
+    assert slow is not None and faulty is not None
+    resource = {
+        "container_name": "queue-proxy",
+        "k8s_namespace_name": "demo",
+        "kn_configuration_name": "podinfo",
+        "kn_service_name": "podinfo",
+        "service_name": "podinfo",
+    }
+    slow_ok = {**resource, "k8s_pod_name": slow.pod, "kn_revision_name": "podinfo-00003"}
+    slow_ok["http_response_status_code"] = "200"
+    server = "http_server_request_duration_seconds"
+    http = {"http_request_method": "GET", "network_protocol_name": "http", "url_scheme": "http"}
+    assert _series(text, f"{server}_bucket", **slow_ok, **http, le="0.1") == 0
+    assert _series(text, f"{server}_bucket", **slow_ok, **http, le="0.25") == 3
+    invocation = "kn_serving_invocation_duration_seconds"
+    assert _series(text, f"{invocation}_bucket", **slow_ok, le="0.1") == 0
+    assert _series(text, f"{invocation}_bucket", **slow_ok, le="0.25") == 3
+    assert _series(text, f"{invocation}_sum", **slow_ok) >= 0.36
+    app = "kn_queueproxy_app_duration_seconds"
+    assert _series(text, f"{app}_bucket", **slow_ok, le="0.005") == 3  # whole seconds: 0.12 s counts as 0
+    assert _series(text, f"{app}_sum", **slow_ok) == 0
+    faulty_5xx = {**resource, "k8s_pod_name": faulty.pod, "kn_revision_name": "podinfo-00002"}
+    assert _series(text, f"{server}_count", **faulty_5xx, **http, http_response_status_code="500") == 3
+    assert _series(text, f"{invocation}_count", **faulty_5xx, http_response_status_code="200") == 7
+    assert "# TYPE kn_serving_invocation_duration_seconds histogram" in text
