@@ -63,8 +63,15 @@ ENV HOME=/tmp \
 
 # The wheels are bind-mounted from stage 1, so they never become a layer of the final image. pip
 # byte-compiles at install time (as root, readable by every UID), so runs write no .pyc files.
+# `kubernetes/aio`, the client's asyncio copy (68 MiB of the 126 MiB client, with its bytecode), is
+# removed in the same layer, with its lines of the package's RECORD so that pip's record still matches
+# the files: canary-step never imports it (tests/unit/test_imports.py), and the image's tests run whole
+# analyses without it (tests/ship/test_image.py).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir --no-index --find-links=/wheels canary-step \
+ && site="$(python -c 'import kubernetes, pathlib; print(pathlib.Path(kubernetes.__file__).parent.parent)')" \
+ && rm -r "$site/kubernetes/aio" \
+ && sed -i '\#^kubernetes/aio/#d' "$site"/kubernetes-*.dist-info/RECORD \
  && canary-step --version
 
 ENTRYPOINT ["canary-step"]

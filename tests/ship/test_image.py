@@ -96,6 +96,24 @@ def test_the_labels_name_the_base_and_version(image: str) -> None:
     assert labels["org.opencontainers.image.version"] == step.__version__
 
 
+def test_kubernetes_aio_is_gone_and_pips_record_agrees(image: str) -> None:
+    """The Dockerfile deletes the client's asyncio copy (68 MiB) and its RECORD lines: nothing of it is
+    importable, and every file pip's record lists exists (the rest of the client is intact)."""
+    probe = (
+        "import importlib.metadata as md, importlib.util as u, pathlib;"
+        "d = md.distribution('kubernetes');"
+        "files = [str(f) for f in d.files];"
+        "print(u.find_spec('kubernetes.aio'), u.find_spec('kubernetes.client') is not None,"
+        " sum(f.startswith('kubernetes/aio/') for f in files),"
+        " sum(not pathlib.Path(d.locate_file(f)).exists() for f in d.files))"
+    )
+    cmd = _podman_run(image, "-c", probe)
+    cmd[cmd.index(image) : cmd.index(image)] = ["--entrypoint", "python"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "True", "0", "0"]
+
+
 @dataclass
 class Ran:
     code: int
