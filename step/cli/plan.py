@@ -128,6 +128,7 @@ class Plan:
     alerts: tuple[dict[str, str], ...] = ()  # analysis.alerts routed, without any address
     # Blue/green: where webhooks reach the canary revision (`{{ canary_url }}`), as Knative forms it.
     canary_url: str | None = None
+    simulated: bool = True  # False: more ticks than plan simulates, so no times (blue/green only)
 
 
 def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> Plan:
@@ -172,9 +173,11 @@ def build_plan(loaded: LoadedSpec, canary: Canary, *, canary_revision: str) -> P
         metrics=planned_metrics,
         alerts=tuple(planned_alerts(canary, loaded.alert_providers)),
         canary_url=f"http://canary-{canary.target_name}.{canary.namespace}.<domain>" if blue_green else None,
+        simulated=simulated(canary),
     )
 
 
+SIMULATED_TICKS = 1000
 _Timing = tuple[tuple[int, ...], int | None, str, float | None, float | None, float | None]
 
 
@@ -186,8 +189,10 @@ def _simulated_timing(canary: Canary) -> _Timing:
     """
     strategy = strategy_for(canary)
     iterations = canary.analysis.iterations if strategy.counts_iterations else 0
-    # Blue/green runs `iterations` + 1 ticks to promote and up to `threshold` more to roll back.
-    bound = max(1000, iterations + canary.analysis.threshold + 10)
+    if not simulated(canary):
+        text = f"0 for {iterations} iterations -> promote (not simulated: over {SIMULATED_TICKS} ticks)"
+        return (), iterations, text, None, None, None
+    bound = SIMULATED_TICKS
     passing = simulate(canary, max_ticks=bound)
     promotion = passing.promoted_at
     routed = tuple(w for _, w in passing.weights[:-1])  # the last write is the promotion
@@ -214,6 +219,15 @@ def _simulated_timing(canary: Canary) -> _Timing:
     found = [t for t in (early, late) if t is not None]
     latest = None if promotion is None else max(found, default=None)
     return schedule, steps, text, promotion, min(found, default=None), latest
+
+
+def simulated(canary: Canary) -> bool:
+    """Whether plan simulates the run: blue/green takes `iterations` + 1 ticks to promote and up to
+    `threshold` more to roll back, and the simulation stops at `SIMULATED_TICKS` (0.7 ms each)."""
+    analysis = canary.analysis
+    if canary.skip_analysis or not strategy_for(canary).counts_iterations:
+        return True  # the weight schedule promotes within 101 ticks
+    return analysis.iterations + analysis.threshold + 2 <= SIMULATED_TICKS
 
 
 def _has_match(loaded: LoadedSpec, canary: Canary) -> bool:
@@ -301,14 +315,19 @@ def format_plan(plan: Plan) -> str:
             "Canary revision:   0 % of the traffic until the promotion, tag `canary`: webhooks reach it at "
             f"{plan.canary_url} ({{{{ canary_url }}}} in their metadata, canaryUrl in the payload)"
         )
-    lines += [
+    lines.append(
         f"Before tick 1:     the canary revision must be Ready within {plan.progress_deadline_seconds}s "
-        "(progressDeadlineSeconds), else rollback",
-        "Times below count from t = 0, tick 1 (the first analysis tick), with every gate open:",
-        f"  earliest promotion: {_when(plan.earliest_promotion_seconds, interval)}",
-        f"  earliest rollback:  {_when(plan.earliest_rollback_seconds, interval)}",
-        f"  latest rollback:    {_when(plan.latest_rollback_seconds, interval)}",
-    ]
+        "(progressDeadlineSeconds), else rollback"
+    )
+    if plan.simulated:
+        lines += [
+            "Times below count from t = 0, tick 1 (the first analysis tick), with every gate open:",
+            f"  earliest promotion: {_when(plan.earliest_promotion_seconds, interval)}",
+            f"  earliest rollback:  {_when(plan.earliest_rollback_seconds, interval)}",
+            f"  latest rollback:    {_when(plan.latest_rollback_seconds, interval)}",
+        ]
+    else:
+        lines.append(f"Times:             not simulated (the run may take more than {SIMULATED_TICKS} ticks)")
     lines.append("Webhooks, in the order they fire:" if plan.webhooks else "Webhooks: none")
     for i, hook in enumerate(plan.webhooks, 1):
         lines.append(f"  {i}. {hook.name} ({hook.type}) {hook.url}")

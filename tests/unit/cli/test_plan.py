@@ -264,3 +264,12 @@ def test_a_query_that_cannot_render_is_a_spec_problem() -> None:
         "examples/invalid/templates.yaml:30: spec.analysis.metrics[2].query: line 1: {{ variables.app }}: "
         "no key 'app' in templateVariables (given: none)"
     ) in err
+
+
+def test_blue_green_beyond_the_simulated_ticks_gives_no_times(tmp_path: Path) -> None:
+    data = plan_json(tmp_path, "{interval: 1s, threshold: 2, iterations: 100000000000}")
+    assert data["scheduleText"] == "0 for 100000000000 iterations -> promote (not simulated: over 1000 ticks)"
+    assert (data["simulated"], data["ticks"], data["earliestPromotionSeconds"]) == (False, 100000000001, None)
+    # the canary strategy with a huge threshold is simulated as before
+    data = plan_json(tmp_path, "{interval: 1s, threshold: 100000, stepWeight: 50}")
+    assert (data["simulated"], data["earliestPromotionSeconds"]) == (True, 2.0)
