@@ -8,6 +8,7 @@ Must not: import kube, click, tenacity, requests, or do any I/O.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -99,6 +100,15 @@ class Webhook:
     mute_alert: bool = False
     disable_tls: bool = False
     metadata: Mapping[str, str] = field(default_factory=_frozen)
+
+    def uses_canary_url(self) -> list[str]:
+        """The metadata keys whose values use `{{ canary_url }}` (ours: the canary revision's tagged URL)."""
+        return [key for key, value in self.metadata.items() if CANARY_URL_VARIABLE.search(value)]
+
+
+# Ours: the canary revision's tagged URL, offered to a webhook's metadata values (a load test's `cmd`);
+# `step.webhooks.payload` renders it, `spec.rules` refuses it where no URL can exist yet.
+CANARY_URL_VARIABLE = re.compile(r"{{-?\s*canary_url\s*-?}}")
 
 
 @dataclass(frozen=True, kw_only=True)

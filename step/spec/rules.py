@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from step.spec.durations import flagger_duration_problem, parse_duration
 from step.spec.knative import tag_host_problem
-from step.spec.model import BUILTIN_METRICS, KNATIVE_API_VERSION
+from step.spec.model import BUILTIN_METRICS, CANARY_URL_VARIABLE, KNATIVE_API_VERSION
 from step.spec.problems import JsonPath, Problem
 
 if TYPE_CHECKING:  # the loader imports this module
@@ -257,6 +257,31 @@ def run_support_findings(canary: Mapping[str, Any]) -> Iterator[Finding]:
             "then writes splits that Knative rejects); `canary-step run` promotes 100 % in one write"
         )
         yield ("spec", "analysis", "stepWeightPromotion"), message
+    blue_green = iterations is not None and iterations > 0
+    yield from _canary_url_findings(_list(analysis.get("webhooks")), blue_green=blue_green)
+
+
+def _canary_url_findings(webhooks: Sequence[Any], *, blue_green: bool) -> Iterator[Finding]:
+    """`{{ canary_url }}` where the canary revision can have no tagged URL yet, or is never given it."""
+    for i, hook in enumerate(webhooks):
+        if not isinstance(hook, dict):
+            continue
+        kind = hook.get("type") or "rollout"
+        if kind == "confirm-rollout":
+            why = "confirm-rollout hooks run before the canary revision is tagged"
+        elif kind == "pre-rollout" and not blue_green:
+            why = (
+                "with the canary strategy the canary revision is tagged by its first weight step, after "
+                "the pre-rollout hooks (blue/green, `iterations`, tags it before them)"
+            )
+        elif kind == "event":
+            why = "event hooks are sent the event, not the canary's URL"
+        else:
+            continue
+        for key, value in _map(hook.get("metadata")).items():
+            if isinstance(value, str) and CANARY_URL_VARIABLE.search(value):
+                message = f"{{{{ canary_url }}}} has no value here: {why}"
+                yield ("spec", "analysis", "webhooks", i, "metadata", key), message
 
 
 def run_support_problems(loaded: LoadedSpec) -> list[Problem]:

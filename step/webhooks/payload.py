@@ -10,14 +10,13 @@ Must not: decide what a hook's failure means (the analysis does), or send HTTP i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from step.analysis.protocol import HookRun, HooksRan, stops_after
 from step.errors import InfrastructureError
 from step.ports import Event, WebhookCaller, WebhookPayload
-from step.spec.model import Canary, WebhookType
+from step.spec.model import CANARY_URL_VARIABLE, Canary, WebhookType
 
 
 def revision_checksum(revision: str) -> str:
@@ -33,20 +32,11 @@ def revision_checksum(revision: str) -> str:
     return "".join(alphabet[ord(c) % 27] for c in str(digest))
 
 
-# Ours: the canary revision's tagged URL, offered to a hook's metadata values (a load test's `cmd`).
-CANARY_URL_VARIABLE = re.compile(r"{{-?\s*canary_url\s*-?}}")
-
-
-def uses_canary_url(metadata: Mapping[str, str]) -> list[str]:
-    """The metadata keys whose values use `{{ canary_url }}`."""
-    return [key for key, value in metadata.items() if CANARY_URL_VARIABLE.search(value)]
-
-
 def render_metadata(metadata: Mapping[str, str], *, canary_url: str | None) -> dict[str, str]:
     """`{{ canary_url }}` replaced by the canary revision's tagged URL in every value; nothing else is
     touched (Flagger sends metadata as written). Raises ValueError when a value uses it and no URL is
     known yet."""
-    keys = uses_canary_url(metadata)
+    keys = [key for key, value in metadata.items() if CANARY_URL_VARIABLE.search(value)]
     if keys and canary_url is None:
         raise ValueError(
             f"metadata {', '.join(keys)} uses {{{{ canary_url }}}}, but the canary revision has no tagged URL"

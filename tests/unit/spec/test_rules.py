@@ -195,3 +195,43 @@ def test_metric_template_address_must_be_a_url(tmp_path: Path) -> None:
     assert problems_of(tmp_path, spec(), template) == [
         ("spec.provider.address", "'prometheus:9090' is not an absolute http:// or https:// URL")
     ]
+
+
+def test_canary_url_where_the_canary_has_no_tagged_url_yet_is_refused_for_run() -> None:
+    from step.spec.rules import run_support_findings  # noqa: PLC0415
+
+    def hooks_for(**analysis: object) -> list[tuple[object, ...]]:
+        hooks = [
+            {
+                "name": "gate",
+                "type": "confirm-rollout",
+                "url": "http://t/",
+                "metadata": {"x": "{{ canary_url }}"},
+            },
+            {
+                "name": "smoke",
+                "type": "pre-rollout",
+                "url": "http://t/",
+                "metadata": {"cmd": "hey {{canary_url}}/"},
+            },
+            {"name": "load", "url": "http://t/", "metadata": {"cmd": "hey {{ canary_url }}/"}},
+            {"name": "events", "type": "event", "url": "http://t/", "metadata": {"to": "{{ canary_url }}"}},
+        ]
+        canary = {
+            "spec": {
+                "provider": "knative",
+                "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"},
+                "analysis": {**analysis, "webhooks": hooks},
+            }
+        }
+        return [path for path, _ in run_support_findings(canary)]
+
+    webhooks = ("spec", "analysis", "webhooks")
+    # the canary strategy tags the canary with its first step, after the pre-rollout hooks
+    assert hooks_for(stepWeight=10) == [
+        (*webhooks, 0, "metadata", "x"),
+        (*webhooks, 1, "metadata", "cmd"),
+        (*webhooks, 3, "metadata", "to"),
+    ]
+    # blue/green tags it before them; rollout hooks have it in both strategies
+    assert hooks_for(iterations=3) == [(*webhooks, 0, "metadata", "x"), (*webhooks, 3, "metadata", "to")]
