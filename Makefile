@@ -43,6 +43,7 @@ unit: setup ## the tests that need no control plane
 validate-examples: setup ## validate and plan the examples (no cluster)
 	-$(VENV)/bin/canary-step validate examples/*.yaml
 	$(VENV)/bin/canary-step plan examples/podinfo-canary.yaml
+	$(VENV)/bin/canary-step plan examples/podinfo-bluegreen.yaml
 
 demo: tools ## start the local control plane and tell the seed's story: promote 6.0.1, roll back 6.0.2
 	$(PY) -m tests.cluster.demo

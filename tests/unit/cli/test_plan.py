@@ -273,3 +273,30 @@ def test_blue_green_beyond_the_simulated_ticks_gives_no_times(tmp_path: Path) ->
     # the canary strategy with a huge threshold is simulated as before
     data = plan_json(tmp_path, "{interval: 1s, threshold: 100000, stepWeight: 50}")
     assert (data["simulated"], data["earliestPromotionSeconds"]) == (True, 2.0)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted((ROOT / "examples").glob("*.yaml")) if "kind: Canary" in p.read_text()],
+    ids=lambda p: p.name,
+)
+def test_every_example_canary_plans_cleanly(path: Path) -> None:
+    code, out, err = run(str(path.relative_to(ROOT)))
+    assert code == 0, err
+    assert "cannot be carried out" not in err and "Strategy:" in out
+
+
+def test_the_blue_green_example_plans_its_iterations_on_the_tag() -> None:
+    code, out, _ = run("examples/podinfo-bluegreen.yaml", "--canary-revision", "podinfo-00002")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1:5] == [
+        "Strategy:          blue-green",
+        "Weight schedule:   0 for 5 iterations -> promote",
+        "Interval:          30s; threshold 2 failed checks",
+        "Analysis ticks:    6 (5 evaluate metrics; the first does not)",
+    ]
+    assert "webhooks reach it at http://canary-podinfo.test.<domain> ({{ canary_url }}" in lines[5]
+    assert "  earliest promotion: 2m30s (tick 6)" in lines
+    assert "  earliest rollback:  1m0s (tick 3)" in lines  # the smoke test can fail on tick 1
+    assert "  latest rollback:    3m30s (tick 8)" in lines  # 5 iterations pass, then 2 failed checks
