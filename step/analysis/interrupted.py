@@ -54,7 +54,7 @@ class FoundAnalysis:
         checks = _failed_checks(s.failed_checks)
         revision = s.canary or "no canary revision yet"
         return (
-            f"found an analysis of {revision} interrupted at {s.canary_weight} %, {checks},"
+            f"found an analysis of {revision} interrupted at {_where(s)}, {checks},"
             f" tick {s.tick_index}, run {self.run}, {_ago(now - self.recorded_at)}"
         )
 
@@ -117,7 +117,7 @@ def continue_from(
     if how is OnInterrupted.RESUME:
         return Continuation(
             state=resumed,
-            says=f"resuming it at {saved.canary_weight} % with {_failed_checks(saved.failed_checks)}"
+            says=f"resuming it at {_where(saved)} with {_failed_checks(saved.failed_checks)}"
             " (--on-interrupted resume)",
         )
     if how is OnInterrupted.RESTART:
@@ -131,12 +131,22 @@ def continue_from(
             progressing_since=now,
             not_ready_reported=False,
             traffic_moved=True,  # the split it left is still there until the first step replaces it
+            iterations_passed=0,  # blue/green: from iteration 1, tagging the canary again
+            canary_url=None,
         )
         return Continuation(state=restarted, says="restarting it from 0 % (--on-interrupted restart)")
     rollback = replace(resumed, config=replace(resumed.config, rollback_resumed=True))
     return Continuation(
         state=rollback, says=f"rolling it back to {saved.primary} (--on-interrupted rollback)"
     )
+
+
+def _where(state: State) -> str:
+    """`20 %`, or for blue/green (0 %, on the tag) `0 %, iteration 2/5`."""
+    iterations = state.config.canary.analysis.iterations
+    if iterations > 0 and state.canary_weight == 0:
+        return f"0 %, iteration {state.iterations_passed}/{iterations}"
+    return f"{state.canary_weight} %"
 
 
 def _failed_checks(count: int) -> str:

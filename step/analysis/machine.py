@@ -467,8 +467,8 @@ class _Step:
             self.not_ready(facts)
             return
         self.set(not_ready_reported=False)
-        if self.s.traffic_moved and facts.canary_url:
-            self.set(canary_url=facts.canary_url)
+        if self.s.traffic_moved and facts.canary_url and not self.strategy.counts_iterations:
+            self.set(canary_url=facts.canary_url)  # blue/green learns it from its own Tag only
         if self.canary_spec.skip_analysis:
             self.actions.append(Promote(canary=self.s.canary))
             self.set(phase=Phase.SUCCEEDED, canary_weight=TOTAL_WEIGHT, promoted=True)
@@ -562,8 +562,10 @@ class _Step:
         if strategy.first_tick(
             canary_weight=self.s.canary_weight, iterations_passed=self.s.iterations_passed
         ):
-            if strategy.counts_iterations and (self.s.canary_url is None or not self.s.traffic_moved):
-                # Blue/green: the canary revision gets its tag (and URL) at 0 % before any hook needs it.
+            tagged = self.s.canary_url is not None and self.s.traffic_moved and self.s.canary_weight == 0
+            if strategy.counts_iterations and not tagged:
+                # Blue/green: the canary revision gets its tag (and URL) at 0 % before any hook needs it;
+                # again after a restart, which may have found another split (a stepped run's) in place.
                 assert self.s.primary is not None and self.s.canary is not None
                 self.request(Tag(primary=self.s.primary, canary=self.s.canary), Stage.TAGGED)
                 return
@@ -578,7 +580,7 @@ class _Step:
     def on_tagged(self, facts: ServiceFacts) -> None:
         """The canary revision is tagged at 0 %: the no-data grace starts, then Flagger's first tick."""
         assert self.s.canary is not None
-        self.set(traffic_moved=True, canary_url=facts.canary_url)
+        self.set(traffic_moved=True, canary_url=facts.canary_url, canary_weight=0)
         if self.s.first_traffic_at is None:
             self.set(first_traffic_at=self.now)
         self.info(msg.canary_tagged(self.s.canary, self.canary_spec.namespace, facts.canary_url))

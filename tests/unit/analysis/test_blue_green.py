@@ -210,3 +210,22 @@ def test_the_phase_passes_through_progressing_to_succeeded() -> None:
     world.run()
     phases = [s.phase for s in world.states if s.phase is not None]
     assert Phase.PROGRESSING in phases and phases[-1] is Phase.SUCCEEDED
+
+
+def test_a_stepped_split_left_by_an_earlier_spec_is_replaced_by_the_tag_at_zero() -> None:
+    # A canary-strategy analysis killed at 20 %, resumed after the Canary was changed to blue/green:
+    # the first blue/green tick writes the tag at 0 % before anything else reaches the canary.
+    stepped = World(seed(), readings=lambda m, tick: Reading.of(100.0))
+    stepped.run()
+    saved = next(s for s in stepped.states if s.stage is Stage.START and s.canary_weight == 20)
+    data = json.loads(json.dumps(saved.to_json()))
+    world = World(
+        blue_green(),
+        weight=20,
+        tagged=True,
+        start_state=lambda config, now: resume(State.from_json(data, config), now=now),
+    )
+    done = world.run()
+    assert done.decision is Decision.PROMOTED
+    writes = traffic_writes(world)
+    assert writes[0] == Tag(primary="podinfo-00001", canary="podinfo-00002") and world.tags == [0.0]

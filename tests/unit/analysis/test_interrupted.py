@@ -270,3 +270,23 @@ def test_a_run_whose_rollback_failed_leaves_it_to_the_next_run_to_roll_back() ->
     assert [a for a in again.actions if isinstance(a, Restore | Route)] == [
         Restore(primary="podinfo-00001", canary="podinfo-00002")
     ]
+
+
+def test_a_blue_green_analysis_is_resumed_at_its_iteration_and_restarted_from_the_first() -> None:
+    canary = seed(step_weight=0, iterations=3, webhooks=HOOKS)
+    first = World(canary, readings=lambda m, t: Reading.of(50.0 if t == 2 else 100.0))
+    first.run()
+    saved = next(s for s in first.states if s.stage is Stage.START and s.failed_checks == 1)
+    assert saved.iterations_passed == 2
+    found = _found(saved)
+    assert "interrupted at 0 %, iteration 2/3, 1 failed check" in found.describe(now=1000.0)
+    resumed = continue_from(found, how=OnInterrupted.RESUME, primary_now="podinfo-00001", now=1000)
+    assert resumed.says == "resuming it at 0 %, iteration 2/3 with 1 failed check (--on-interrupted resume)"
+    restarted = continue_from(found, how=OnInterrupted.RESTART, primary_now="podinfo-00001", now=1000)
+    world = World(canary, tagged=True, start_state=lambda config, now: restarted.state)  # type: ignore[arg-type,return-value]
+    assert world.run().decision is Decision.PROMOTED
+    # a new analysis: the tag written again, the pre-rollout hooks again, every iteration from 1
+    assert world.tags == [0.0] and world.calls["load"] == 1
+    assert [m for m in world.messages() if m.startswith("Advance")] == [
+        f"Advance podinfo.test canary iteration {n}/3" for n in (1, 2, 3)
+    ]
