@@ -322,6 +322,18 @@ class StepSide(Side):
 # ------------------------------------------------------------------------------------------ the scenarios
 
 
+CONVERGE_S = 30.0  # a decision's traffic write shows in status.traffic within this
+
+
+def converged(side: Side, predicate: Callable[[Sample], bool], *, after: float) -> float | None:
+    """When the watcher saw ``predicate`` hold after ``after``, waiting for it: a controller may mark its
+    Canary Failed or Succeeded before Knative's status shows the traffic it wrote."""
+    try:
+        return side.watcher.wait(side.namespace, predicate, after=after, timeout=CONVERGE_S, what="converged")
+    except TimeoutError:
+        return None
+
+
 def promotion(side: Side, image: str, scenario: str, *, timeout: float) -> Outcome:
     changed, revision = side.deploy(image)
     if isinstance(side, StepSide):
@@ -332,7 +344,8 @@ def promotion(side: Side, image: str, scenario: str, *, timeout: float) -> Outco
         end = side.wait_done("Succeeded", since=changed, timeout=timeout)
         result = "Succeeded"
     created = side.watcher.first(side.namespace, lambda s: s.latest == revision, after=changed) or changed
-    done = side.watcher.first(side.namespace, side.watcher.on_image(side.namespace, image), after=changed)
+    done = converged(side, side.watcher.on_image(side.namespace, image), after=changed)
+    end = max(end, done or end)
     return Outcome(scenario, side.name, changed, end, result, None if done is None else done - created)
 
 
@@ -347,8 +360,9 @@ def rollback(side: Side, image: str, primary_image: str, scenario: str, *, timeo
         result = "Failed"
     watcher, ns = side.watcher, side.namespace
     onset = watcher.first(ns, watcher.some_on_image(ns, image), after=changed)
-    back = None if onset is None else watcher.first(ns, watcher.on_image(ns, primary_image), after=onset)
+    back = None if onset is None else converged(side, watcher.on_image(ns, primary_image), after=onset)
     seconds = None if onset is None or back is None else back - onset
+    end = max(end, back or end)
     return Outcome(scenario, side.name, changed, end, result, seconds)
 
 
@@ -384,7 +398,8 @@ def newer_mid_analysis(side: Side, first: str, newer: str, scenario: str, *, tim
         end = side.wait_done("Succeeded", since=changed, timeout=timeout)
         result = "Succeeded"
     created = side.watcher.first(side.namespace, lambda s: s.latest == revision, after=newer_at) or newer_at
-    done = side.watcher.first(side.namespace, side.watcher.on_image(side.namespace, newer), after=newer_at)
+    done = converged(side, side.watcher.on_image(side.namespace, newer), after=newer_at)
+    end = max(end, done or end)
     return Outcome(scenario, side.name, changed, end, result, None if done is None else done - created)
 
 
@@ -464,14 +479,19 @@ def report(
     bench_end: float,
     init_window: dict[str, tuple[float, float]],
     settle_phases: list[str],
+    flagger_log: Path,
 ) -> dict[str, Any]:
     flagger, step = sides
     gap = interval * 0.4
     messages = audit.event_messages(requests)
+    # Flagger's events from its own log: client-go's EventRecorder drops Events past its spam filter's burst
+    # (25 per object, then one per 5 minutes), so the API sees fewer than Flagger records.
+    timeline = audit.flagger_events(flagger_log.read_text(errors="replace").splitlines())
     per_side: dict[str, dict[str, Any]] = {}
     for side in sides:
         mine = audit.of_user(requests, side.user, start=bench_start, end=bench_end)
-        side_ticks = audit.ticks(mine, gap_s=gap, messages=messages)
+        own_log = timeline if side is flagger else None
+        side_ticks = audit.ticks(mine, gap_s=gap, messages=messages, timeline=own_log)
         windows = {"initialisation": init_window[side.name]}
         windows.update({o.scenario: (o.start, o.end + 1.0) for o in side.outcomes})
         per_side[side.name] = {
@@ -536,8 +556,16 @@ def report(
             print(f"  {side.name} traffic: {' | '.join(watcher.states(side.namespace, *bounds))}")
         for side in sides:
             window = per_side[side.name]["windows"].get(scenario, [])
-            print(f"  {side.name} events:")
-            for message in audit.events_of(window, messages):
+            written = audit.events_of(window, messages)
+            if side is flagger:
+                first, last = per_side[side.name]["window_bounds"][scenario]
+                logged = [message for at, message in timeline if first <= at <= last]
+                print(f"  {side.name} events ({len(logged)} logged, {len(written)} Event writes):")
+                shown = logged
+            else:
+                print(f"  {side.name} events ({len(written)} Event writes):")
+                shown = written
+            for message in shown:
                 print(f"    {message}")
     print("\nRevisions at the end (name: image, tag only):")
     revisions: dict[str, dict[str, str]] = {}
@@ -573,6 +601,7 @@ def report(
             }
             for s in sides
         },
+        "flaggerLoggedEvents": [[at, message] for at, message in timeline],
     }
 
 
@@ -724,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench_end=bench_end,
                 init_window=init_window,
                 settle_phases=phases,
+                flagger_log=controller.log_file,
             )
         if args.keep:
             audit_copy = workdir / "audit.log"

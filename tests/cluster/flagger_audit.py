@@ -160,9 +160,17 @@ def kind_of(events: Sequence[str]) -> str:
 
 
 def ticks(
-    requests: Sequence[Request], *, gap_s: float, messages: dict[tuple[str, str], str] | None = None
+    requests: Sequence[Request],
+    *,
+    gap_s: float,
+    messages: dict[tuple[str, str], str] | None = None,
+    timeline: Sequence[tuple[float, str]] | None = None,
 ) -> list[Tick]:
-    """Split one client's requests into bursts separated by more than ``gap_s`` of silence."""
+    """Split one client's requests into bursts separated by more than ``gap_s`` of silence.
+
+    Each tick's events are the Events its requests wrote, or, given a ``timeline`` of (time, message) (the
+    client's own log, where it drops Events before they reach the API), the messages logged within the tick.
+    """
     known = {**event_messages(requests), **(messages or {})}
     found: list[Tick] = []
     last = float("-inf")
@@ -172,7 +180,25 @@ def ticks(
         found[-1].requests.append(request)
         last = request.received
     for tick in found:
-        tick.events = events_of(tick.requests, known)
+        if timeline is None:
+            tick.events = events_of(tick.requests, known)
+        else:
+            start, end = tick.start - TIMELINE_SLACK_S, tick.requests[-1].received + TIMELINE_SLACK_S
+            tick.events = [message for at, message in timeline if start <= at <= end]
+    return found
+
+
+# A logged event and the requests of its tick are apart by the time the request takes (well under this).
+TIMELINE_SLACK_S = 0.5
+
+
+def flagger_events(lines: Iterable[str]) -> list[tuple[float, str]]:
+    """(time, message) of every event Flagger logged (``controller/events.go`` lines, console encoding)."""
+    found = []
+    for line in lines:
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) >= 4 and fields[2].startswith("controller/events.go:"):
+            found.append((_timestamp(fields[0]), fields[3]))
     return found
 
 
