@@ -276,8 +276,10 @@ class StepSide(Side):
     kubeconfig: Path = Path()
     workdir: Path = Path()
     source: Path | None = None
+    launched: list[float] = field(default_factory=list)  # when each run's process was started
 
     def start_run(self, label: str) -> tuple[subprocess.Popen[bytes], list[Any]]:
+        self.launched.append(time.time())
         launcher = (
             [CANARY_STEP] if self.source is None else [sys.executable, "-c", STEP_LAUNCHER, str(self.source)]
         )
@@ -532,6 +534,17 @@ def report(
                 labels.get(outcome.scenario, outcome.scenario),
                 f"{fmt_seconds(theirs.seconds, interval)}, {theirs.result}",
                 f"{fmt_seconds(outcome.seconds, interval)}, {outcome.result}",
+            ]
+        )
+    mine = audit.of_user(requests, step.user)
+    firsts = [next((r.received - at for r in mine if r.received >= at), None) for at in step.launched]
+    startup = [f for f in firsts if f is not None]
+    if startup:
+        rows.append(
+            [
+                "canary-step: process start -> its first API request",
+                "-",
+                f"{min(startup):.1f}-{max(startup):.1f} s over {len(startup)} runs",
             ]
         )
     rows.append(

@@ -123,3 +123,38 @@ def test_verbs_and_the_table() -> None:
         "--------  -------  -----------",
         "requests  113      27",
     ]
+
+
+FLAGGER_LOG = [
+    "\t".join(fields)
+    for fields in (
+        ("2026-12-03T07:00:00.100Z", "info", "controller/controller.go:204", "Started operator workers"),
+        (
+            "2026-12-03T07:00:00.250Z",
+            "info",
+            "controller/events.go:33",
+            "Initialization done! podinfo.ns",
+            "{}",
+        ),
+        (
+            "2026-12-03T07:00:10.050Z",
+            "info",
+            "controller/events.go:33",
+            "Advance podinfo.ns canary weight 10",
+        ),
+        ("2026-12-03T07:00:20.150Z", "info", "controller/events.go:45", "Halt podinfo.ns advancement", "{}"),
+    )
+]
+
+
+def test_flaggers_logged_events_name_its_ticks_even_when_its_event_writes_were_dropped() -> None:
+    timeline = audit.flagger_events(FLAGGER_LOG)
+    assert [message for _, message in timeline] == [
+        "Initialization done! podinfo.ns",
+        "Advance podinfo.ns canary weight 10",
+        "Halt podinfo.ns advancement",
+    ]
+    mine = audit.of_user(audit.parse(LOG), FLAGGER)
+    ticks = audit.ticks(mine, gap_s=4.0, timeline=timeline)
+    # The third burst (t=20) wrote only a patch of e2, but the log says it halted.
+    assert [t.kind for t in ticks] == ["initialise", "advance", "hold", "no event", "no event"]
