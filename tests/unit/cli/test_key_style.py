@@ -101,6 +101,21 @@ def test_ticks_are_numbered_from_1_and_plan_counts_what_run_counts() -> None:
     assert world.ticks[-1].index == promotion_tick
 
 
+def test_plan_counts_what_run_counts_for_the_blue_green_example() -> None:
+    path = str(ROOT / "examples/podinfo-bluegreen.yaml")
+    bundle = load_bundle([path])
+    world = World(bundle.canary)  # the machine's own run, every check passing
+    assert world.run().decision is Decision.PROMOTED
+    assert world.state is not None
+    planned = json.loads(CliRunner().invoke(cli, ["plan", "-o", "json", path]).stdout)
+    interval = bundle.canary.analysis.interval_seconds
+    promotion_tick = round(planned["earliestPromotionSeconds"] / interval) + 1
+    assert planned["ticks"] == world.state.iterations == promotion_tick == 6
+    assert [t.index for t in world.ticks] == [1, 2, 3, 4, 5, 6]
+    # plan's schedule is the starting weight, then each tick's until the promotion: 0 on the tag throughout
+    assert planned["schedule"] == [0, *(t.canary_weight for t in world.ticks[:-1])] == [0] * 6
+
+
 def test_help_and_docs_agree_on_what_the_traffic_wait_waits_for() -> None:
     help_text = " ".join(CliRunner().invoke(cli, ["run", "--help"]).stdout.split())
     assert "(observedGeneration at the written generation, RoutesReady True, status.traffic as written)" in (
