@@ -69,6 +69,21 @@ def test_a_canary_that_is_not_ready_is_read_for_its_reason() -> None:
     )
 
 
+def test_the_canary_url_is_the_canary_tags_url_for_the_latest_revision_only() -> None:
+    revisions = Revisions(RevisionState(name="x", phase=RevisionPhase.READY))
+    url = "http://canary-podinfo.test.svc.cluster.local"
+    tagged = (
+        TrafficTarget(percent=100, revision_name="podinfo-00001", tag="primary", url="http://primary-p"),
+        TrafficTarget(percent=0, revision_name="podinfo-00002", tag="preview", url="http://preview-p"),
+        TrafficTarget(percent=0, revision_name="podinfo-00002", tag="canary", url=url),
+    )
+    assert facts_of(view(status_traffic=tagged), revisions).canary_url == url  # type: ignore[arg-type]
+    # the tag on an older canary (before a restart), or no tag at all: no URL
+    older = (tagged[0], TrafficTarget(percent=0, revision_name="podinfo-00001", tag="canary", url=url))
+    assert facts_of(view(status_traffic=older), revisions).canary_url is None  # type: ignore[arg-type]
+    assert facts_of(view(status_traffic=tagged[:2]), revisions).canary_url is None  # type: ignore[arg-type]
+
+
 def test_traffic_and_service_state_in_words() -> None:
     assert traffic_of(view()) == "90% on podinfo-00001, 10% on podinfo-00002"
     state = service_state(view())
