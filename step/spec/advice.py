@@ -1,8 +1,10 @@
 """Advice on "no data" traps: what `validate` and `plan` warn about before a good canary rolls back.
 
-Owns: two warnings (issue 14): a threshold so low that one tick without data can roll the canary back,
-and a ratio query that returns no series at all while its numerator is empty (no 404s yet: the
-division has nothing to divide), which counts as "no values found"; the fix is `or on() vector(0)`.
+Owns: three warnings: a threshold so low that one tick without data can roll the canary back, a ratio
+query that returns no series at all while its numerator is empty (no 404s yet: the division has
+nothing to divide), which counts as "no values found" (the fix is `or on() vector(0)`) (issue 14), and
+a blue/green Canary whose metrics can only see what its webhooks send to the canary's tagged URL while
+none of them uses `{{ canary_url }}` (issue 11).
 Must not: refuse anything (these are notes, exit codes do not change), do I/O, or decide what a run
 does with no data (`step.analysis.evaluate` does).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import re
 
 from step.spec.loader import LoadedSpec
-from step.spec.model import Metric, OnNoData
+from step.spec.model import Metric, OnNoData, WebhookType
 from step.spec.problems import Problem
 
 # `or vector(0)` / `or on() vector(0)`: an empty side becomes 0 instead of no series.
@@ -46,6 +48,25 @@ def no_data_advice(loaded: LoadedSpec) -> list[Problem]:
                         "without data (the load test not started yet, a new series not scraped twice) "
                         "can roll a good canary back; use a threshold of at least 2 (3 with "
                         "fail-immediately) or onNoData: ignore on metrics that may be empty"
+                    ),
+                )
+            )
+        hooks = [
+            h for kind in WebhookType for h in canary.analysis.hooks(kind) if kind is not WebhookType.EVENT
+        ]
+        blue_green = canary.analysis.iterations > 0 and counted and not canary.skip_analysis
+        if blue_green and not any(h.uses_canary_url() for h in hooks):
+            path = ("spec", "analysis", "iterations")
+            notes.append(
+                Problem(
+                    file=doc.file,
+                    line=doc.line_of(path),
+                    path=path,
+                    message=(
+                        "blue/green keeps the users' traffic off the canary revision until the promotion, "
+                        "so its metrics see only the requests webhooks send to its tagged URL, and no "
+                        "webhook's metadata uses {{ canary_url }}: every tick may find no data; point the "
+                        'load test at it, e.g. cmd: "hey -z 1m -q 10 -c 2 {{ canary_url }}/"'
                     ),
                 )
             )

@@ -75,3 +75,22 @@ def test_a_ratio_query_without_or_vector_0_is_a_note_in_validate_and_plan(tmp_pa
         assert f"note: {note}" in result.stderr
     ignored = metric.replace("thresholdRange", "onNoData: ignore\n        thresholdRange")
     assert no_data_advice(load_files([str(spec(tmp_path, threshold=2, metric=ignored))])) == []
+
+
+@pytest.mark.parametrize(
+    ("cmd", "noted"),
+    [("hey -z 1m http://checkout.shop/", True), ("hey -z 1m {{ canary_url }}/", False)],
+)
+def test_blue_green_with_no_load_on_the_canary_url_is_a_note(tmp_path: Path, cmd: str, noted: bool) -> None:
+    path = spec(tmp_path, threshold=3, metric=SUCCESS_RATE)
+    text = path.read_text().replace("stepWeights: [5, 25, 50]", "iterations: 5")
+    path.write_text(
+        text + f"    webhooks:\n      - {{name: load, url: 'http://t/', metadata: {{cmd: '{cmd}'}}}}\n"
+    )
+    notes = [str(n) for n in no_data_advice(load_files([str(path)]))]
+    expected = (
+        f"{path}:10: spec.analysis.iterations: blue/green keeps the users' traffic off the canary revision "
+        "until the promotion, so its metrics see only the requests webhooks send to its tagged URL, and no "
+        "webhook's metadata uses {{ canary_url }}: every tick may find no data"
+    )
+    assert [n.startswith(expected) for n in notes] == ([True] if noted else []), notes
