@@ -15,7 +15,7 @@ import re
 
 from step.spec.loader import LoadedSpec
 from step.spec.model import Metric, OnNoData, WebhookType
-from step.spec.problems import Problem
+from step.spec.problems import JsonPath, Problem
 
 # `or vector(0)` / `or on() vector(0)`: an empty side becomes 0 instead of no series.
 _OR_VECTOR = re.compile(r"\bor\s+(?:on\s*\(\s*\)\s*)?vector\s*\(")
@@ -56,12 +56,12 @@ def no_data_advice(loaded: LoadedSpec) -> list[Problem]:
         ]
         blue_green = canary.analysis.iterations > 0 and counted and not canary.skip_analysis
         if blue_green and not any(h.uses_canary_url() for h in hooks):
-            path = ("spec", "analysis", "iterations")
+            iterations: JsonPath = ("spec", "analysis", "iterations")
             notes.append(
                 Problem(
                     file=doc.file,
-                    line=doc.line_of(path),
-                    path=path,
+                    line=doc.line_of(iterations),
+                    path=iterations,
                     message=(
                         "blue/green keeps the users' traffic off the canary revision until the promotion, "
                         "so its metrics see only the requests webhooks send to its tagged URL, and no "
