@@ -197,9 +197,10 @@ class KnativeRouter:
         if failed:
             first = failed[0]
             why = f"{first.reason}: {first.message}" if first.reason else first.message or "Ready False"
+            shows = describe_view(view_of(self._current()))
             raise RevisionFailed(
-                f"{service} cannot route to Revision {first.name}: it is no longer Ready ({why});"
-                f" Knative routes no more traffic to it; {asked}",
+                f"{service} cannot route to Revision {first.name}: its Ready condition is False ({why}),"
+                f" so Knative routes no traffic to it; {asked}; it shows {shows}",
                 revision=first.name,
             )
         # The revisions exist after all (a transient report): wait as usual, without the shortcut.

@@ -56,13 +56,16 @@ in one pass what Knative's controllers do in several (knative/serving at ``knati
 - Deleting a Service deletes its Configuration, Route and Revisions (no garbage collector runs here).
 - A tag whose host ``<tag>-<svc>`` is longer than 63 characters: AllTrafficAssigned False ``ErrorConfig``
   with Knative's ``domain name error`` message and no ``status.traffic`` (``route.go``, ``domains.go``).
+- A tagged target whose placeholder Kubernetes Service ``<tag>-<svc>`` exists and is not the Route's (the
+  simulator creates none, so any is foreign): IngressReady False ``NotOwned`` (``There is an existing
+  placeholder Service "..." that we do not own.``), status.traffic as resolved (``reconcile_resources.go``).
 - ``crash_revision(ns, name, message)``: a Ready revision whose container starts exiting, as crashing pods
   look on real Knative: ContainerHealthy/Ready False ``ExitCode1``; latestReady kept; the Configuration
   False ``RevisionFailed``; a Route pinning it False ``RevisionMissing`` (``... failed to become ready.``).
 
 Not reproduced: the ``creator``/``lastModifier`` annotations (no admission user info), the config-defaults
 ConfigMap (Knative's built-in defaults apply), gradual rollout (``rollout-duration``), scale to zero, the
-``RevisionNameTaken``/``NotOwned`` conflicts, watches on Configurations and Routes (direct edits to them
+``RevisionNameTaken`` conflict, watches on Configurations and Routes (direct edits to them
 are clobbered at the Service's next pass, not at once).
 
 Must not: serve traffic (that is :mod:`tests.cluster.dataplane`), validate traffic (the CRDs' CEL rules do
@@ -537,6 +540,7 @@ class KnativeSimulator:
 
     def __init__(self, api_client: client.ApiClient, *, ready_delay: float = DEFAULT_READY_DELAY_S) -> None:
         self.kube = Kube(api_client)
+        self._core = client.CoreV1Api(api_client)
         self.ready_delay = ready_delay
         self.queue = WorkQueue()
         self._ready_at: dict[str, float] = {}
@@ -990,12 +994,36 @@ class KnativeSimulator:
                     same["percent"] += entry["percent"]
             desired["traffic"] = merged
             conditions.set("AllTrafficAssigned", "True")
-            conditions.set("IngressReady", "True")
+            foreign = self._foreign_placeholder(namespace, route, merged)
+            if foreign is None:
+                conditions.set("IngressReady", "True")
+            else:  # reconcile_resources.go: MarkServiceNotOwned
+                message = f'There is an existing placeholder Service "{foreign}" that we do not own.'
+                conditions.set("IngressReady", "False", "NotOwned", message)
         conditions.recompute_ready()
         desired["conditions"] = conditions.as_list()
         if desired == route.get("status"):
             return route
         return self.kube.patch_status("routes", namespace, name, desired)
+
+    def _foreign_placeholder(self, namespace: str, route: Obj, traffic: list[Obj]) -> str | None:
+        """The first tag whose placeholder Kubernetes Service (``<tag>-<route>``, which Knative creates for
+        each tag's host) already exists and is not the Route's; the simulator creates none itself."""
+        uid = route["metadata"]["uid"]
+        for entry in traffic:
+            if not entry.get("tag"):
+                continue
+            name = f"{entry['tag']}-{route['metadata']['name']}"
+            try:
+                found = self._core.read_namespaced_service(name, namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    continue
+                raise
+            owners = found.metadata.owner_references or []
+            if not any(owner.uid == uid for owner in owners):
+                return name
+        return None
 
     def _label_revisions(self, route: Obj, revisions: list[Obj]) -> None:
         routed = {entry["revisionName"] for entry in (route.get("status") or {}).get("traffic") or []}

@@ -1,13 +1,13 @@
 """What real Knative does to a run that the step must answer at once (issue 10, item 6), end to end.
 
 Each case runs on the backend the session uses (`KNATIVE=real` for Knative Serving's own controller and
-webhook, else the simulator, which reproduces all but `NotOwned`):
+webhook, else the simulator, which reproduces each of them):
 
 - a Service whose tag hosts Knative cannot name (`primary-<name>` over 63 characters) is refused before
   any write, by `validate` and by `run` (exit 2), and a router write to it ends at once on the Route's
   `ErrorConfig` instead of a 60 s wait;
-- a Kubernetes Service `canary-<name>` the Route does not own (`NotOwned`, real Knative only): the first
-  step fails at once (exit 4), with the primary restored;
+- a Kubernetes Service `canary-<name>` the Route does not own (`NotOwned`): the first step fails at once
+  (exit 4), with the primary restored;
 - a canary revision whose container starts crashing after it was Ready (`ControlPlane.crash_revision`):
   rolled back at once, reason `canary-unhealthy` (exit 3);
 - an admission webhook that refuses a traffic write (a real validating webhook on loopback, registered with
@@ -133,8 +133,6 @@ def test_a_route_knative_refuses_with_error_config_fails_the_write_at_once(
 
 
 def test_a_tag_host_service_the_route_does_not_own_fails_the_first_step_at_once(step: Step) -> None:
-    if step.cp.backend != "real":
-        pytest.skip("the simulator creates no placeholder Services, so nothing can be NotOwned there")
     ns = step.namespace
     placeholder = {
         "apiVersion": "v1",
