@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -618,6 +619,40 @@ def report(
     }
 
 
+# ------------------------------------------------------------------------------------------ compare
+
+
+def compare(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
+    """What differs between two runs' JSON (``--json``) for each client: its revisions, the phases Flagger
+    went through after its Canary was created, the traffic states and the logged events of each scenario.
+    Run on the two backends, this is a differential test of the simulator by a client we did not write."""
+    found = []
+    for key in ("revisions", "traffic"):
+        for side, theirs in first.get(key, {}).items():
+            ours = second.get(key, {}).get(side)
+            if isinstance(theirs, dict) and isinstance(ours, dict):
+                for name in sorted(set(theirs) | set(ours)):
+                    if theirs.get(name) != ours.get(name):
+                        found.append(f"{side} {key} {name}: {theirs.get(name)} != {ours.get(name)}")
+            elif theirs != ours:
+                found.append(f"{side} {key}: {theirs} != {ours}")
+    # "Initializing" is seen or not depending on when the first poll came; measured values vary by run.
+    phases = [[p for p in run.get("settlePhases", []) if p != "Initializing"] for run in (first, second)]
+    if phases[0] != phases[1]:
+        found.append(f"flagger phases after creation: {phases[0]} != {phases[1]}")
+    logged = [
+        [re.sub(r"\d+(\.\d+)?%", "N%", m) for _, m in run.get("flaggerLoggedEvents", [])]
+        for run in (first, second)
+    ]
+    for index, (theirs, ours) in enumerate(zip(logged[0], logged[1], strict=False)):
+        if theirs != ours:
+            found.append(f"flagger's event {index + 1}: {theirs!r} != {ours!r}")
+            break
+    if len(logged[0]) != len(logged[1]):
+        found.append(f"flagger logged {len(logged[0])} events, then {len(logged[1])}")
+    return found
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -636,7 +671,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios", default="promotion,rollback,newer", help="comma-separated: promotion, rollback, newer"
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("A.json", "B.json"),
+        help="print what differs between two runs' --json output (real Knative, the simulator) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        runs = [json.loads(path.read_text()) for path in args.compare]
+        differences = compare(*runs)
+        print(f"{runs[0]['backend']} vs {runs[1]['backend']}: " + ("the same" if not differences else ""))
+        for line in differences:
+            print(f"  {line}")
+        return 1 if differences else 0
     interval, threshold = args.interval, args.threshold
     wanted = set(args.scenarios.split(","))
     backend = backend_to_use(args.knative)
