@@ -32,7 +32,7 @@ KIND_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("detect", ("New revision detected",)),
     ("initialise", ("Initialization done",)),
 )
-KINDS = (*(kind for kind, _ in KIND_PREFIXES), "other event", "no event")
+KINDS = (*(kind for kind, _ in KIND_PREFIXES), "other event", "no event", "list/watch only")
 # client-go's EventRecorder (Flagger's) rewrites the 11th and later similar Events within 10 minutes (same
 # object and reason, another message) into one Event with this prefix (EventAggregator).
 COMBINED = "(combined from similar events): "
@@ -147,7 +147,10 @@ class Tick:
 
     @property
     def kind(self) -> str:
-        return kind_of(self.events)
+        kind = kind_of(self.events)
+        if kind == "no event" and any(r.verb in ("list", "watch") for r in self.requests):
+            return "list/watch only"  # a client's start-up or a watch renewal, not a tick of its loop
+        return kind
 
 
 def kind_of(events: Sequence[str]) -> str:

@@ -97,6 +97,8 @@ def test_ticks_are_bursts_named_by_their_events_and_a_repeat_keeps_its_first_tex
     ticks = audit.ticks(mine, gap_s=4.0)
     assert [len(t.requests) for t in ticks] == [3, 2, 2, 2, 1]
     assert [t.kind for t in ticks] == ["initialise", "advance", "advance", "promote", "no event"]
+    renewal = audit.Tick(requests=[audit.parse([line("r", 50.0, verb="watch", resource="canaries")])[0]])
+    assert renewal.kind == "list/watch only"  # a watch renewal is not a tick of the loop
     assert ticks[2].events == ["Advance podinfo.ns canary weight 10"]  # the patch of e2, named by its create
     summary = audit.per_kind(ticks)
     assert list(summary) == ["promote", "advance", "initialise", "no event"]
