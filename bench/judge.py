@@ -13,7 +13,9 @@ the primary, every revision given the same 200 ms (`DataPlane.set_fault`), then 
   the seed's absolute request-success-rate >= 99 — counted: rolled back.
 
 Also printed per scenario: how many runs had at least one tick whose compared metrics had enough
-samples to be classified (a run promoted on NoData alone would not have tested the judge).
+samples to be classified (a run promoted on NoData alone would not have tested the judge), and how many
+were rolled back with a High or Low classification (a rollback by the absolute check alone is not a
+detection by the judge).
 
 Must not: be a test (rates live here, not in the suite), or leave a process behind.
 """
@@ -89,8 +91,8 @@ SCENARIOS = {
 }
 
 
-def one_run(plane: ControlPlane, scenario: Scenario, work: Path, index: int) -> tuple[str, bool, float]:
-    """(decision, whether any tick classified a compared metric, seconds)."""
+def one_run(plane: ControlPlane, scenario: Scenario, work: Path, index: int) -> tuple[str, bool, bool, float]:
+    """(decision, whether any tick classified a compared metric, whether one was High or Low, seconds)."""
     namespace = plane.create_namespace(f"judge-{index}")
     plane.create_podinfo(namespace)
     plane.wait_ready(namespace, "podinfo", "podinfo-00001")
@@ -115,6 +117,7 @@ def one_run(plane: ControlPlane, scenario: Scenario, work: Path, index: int) -> 
         seconds = time.monotonic() - started
         ticks = result.report.get("ticks", [])
         judged = any(c.get("classification") in ("Pass", "High", "Low") for t in ticks for c in t["checks"])
+        moved = any(c.get("classification") in ("High", "Low") for t in ticks for c in t["checks"])
         decision = result.results.get("decision", f"exit {result.code}")
         if decision != scenario.expected:  # say why, so a wrong decision can be looked into
             for tick in ticks:
@@ -122,7 +125,7 @@ def one_run(plane: ControlPlane, scenario: Scenario, work: Path, index: int) -> 
                     if check["verdict"] in ("fail", "error"):
                         weight = tick.get("canaryWeight")
                         print(f"  run {index} tick {tick.get('index')} at {weight}%: {check}", flush=True)
-        return decision, judged, seconds
+        return decision, judged, moved, seconds
     finally:
         plane.dataplane.set_fault(namespace, NO_FAULT)
 
@@ -136,17 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     index = 0
     with ControlPlane.start() as plane, tempfile.TemporaryDirectory(prefix="canary-step-judge-") as tmp:
         for scenario in chosen:
-            decisions, judged, seconds = [], 0, []
+            decisions, judged, by_judge, seconds = [], 0, 0, []
             for _ in range(args.runs):
                 index += 1
-                decision, classified, took = one_run(plane, scenario, Path(tmp), index)
+                decision, classified, moved, took = one_run(plane, scenario, Path(tmp), index)
                 decisions.append(decision)
                 judged += classified
+                by_judge += decision == "rolled-back" and moved
                 seconds.append(took)
             right = decisions.count(scenario.expected)
             print(
                 f"{scenario.name}: {scenario.expected} {right}/{args.runs} "
                 f"(decisions {sorted(set(decisions))}; runs with a classified tick {judged}/{args.runs}; "
+                f"rolled back with the judge's High or Low {by_judge}/{args.runs}; "
                 f"median run {sorted(seconds)[len(seconds) // 2]:.0f}s)",
                 flush=True,
             )

@@ -76,7 +76,7 @@ STRICTER: dict[str, re.Pattern[str]] = {
         "cookie-names": r"must differ from cookieName$",
         "query-template": r"^(MetricTemplate \S+: query )?(line [0-9]+: )?(template|function|unknown|"
         r"undefined|missing|no value|variable|.*\{\{)",
-        "relative-metric": r"of a -vs-primary metric is the allowed ratio",
+        "relative-metric": r"of a -vs-primary metric is the allowed ratio|can never reach the [0-9]+ needed",
     }.items()
 }
 
