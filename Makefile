@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CANARY_STEP_CACHE ?= $(HOME)/.cache/canary-step
 
-.PHONY: help setup tools test unit lint typecheck imports demo cluster bench bench-flagger bench-image validate-examples wheel image container-tools clean
+.PHONY: help setup tools test unit lint typecheck imports demo cluster bench bench-flagger bench-image test-real validate-examples wheel image container-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -36,6 +36,10 @@ imports: setup ## the architecture, as import contracts
 
 test: tools container-tools lint typecheck imports ## everything CI runs: lint, types, import contracts, all tests (the image's too)
 	$(PY) -m pytest
+
+test-real: tools container-tools ## the step's e2e tests on real Knative Serving 1.17 (builds and caches its controller, webhook, autoscaler-hpa, kube-controller-manager, kube-scheduler, kwok, etcd 3.6)
+	$(PY) -m tests.cluster.knative_binaries ensure
+	KNATIVE=real $(PY) -m pytest -n 0 tests/cluster/test_knative_real.py tests/e2e/test_run.py tests/e2e/test_knative_faults.py tests/e2e/test_otel_templates.py tests/e2e/test_blue_green.py
 
 unit: setup ## the tests that need no control plane
 	$(PY) -m pytest -m 'not cluster and not bench'
