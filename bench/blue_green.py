@@ -25,7 +25,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import PODINFO, run_step  # noqa: E402
+from bench.run import PODINFO, TrafficSampler, run_step  # noqa: E402
 from tests.cluster import ControlPlane  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "podinfo-bluegreen.yaml"
@@ -43,32 +42,18 @@ EXAMPLE = ROOT / "examples" / "podinfo-bluegreen.yaml"
 Sample = tuple[float, dict[str, int], set[str]]  # (monotonic, {revision: percent incl. 0}, tags)
 
 
-class Sampler:
+class Sampler(TrafficSampler):
     """status.traffic every 10 ms: each revision's percent (0 % entries kept) and the tags present."""
 
     def __init__(self, plane: ControlPlane, namespace: str) -> None:
-        self.plane, self.namespace = plane, namespace
-        self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        super().__init__(plane, namespace)
+        self.samples: list[Sample] = []  # type: ignore[assignment]
 
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.01):
-            traffic = (self.plane.get_service(self.namespace, "podinfo").get("status") or {}).get(
-                "traffic"
-            ) or []
-            split: dict[str, int] = {}
-            for t in traffic:
-                split[t["revisionName"]] = split.get(t["revisionName"], 0) + int(t.get("percent") or 0)
-            self.samples.append((time.monotonic(), split, {t["tag"] for t in traffic if t.get("tag")}))
+    def record(self, traffic: list[dict[str, Any]]) -> None:
+        split: dict[str, int] = {}
+        for t in traffic:
+            split[t["revisionName"]] = split.get(t["revisionName"], 0) + int(t.get("percent") or 0)
+        self.samples.append((time.monotonic(), split, {t["tag"] for t in traffic if t.get("tag")}))
 
     def first(self, predicate: Any, *, after: float = 0.0) -> float | None:
         return next((t for t, split, tags in self.samples if t >= after and predicate(split, tags)), None)

@@ -67,11 +67,15 @@ class TrafficSampler:
     def _loop(self) -> None:
         while not self._stop.wait(0.01):
             service = self.plane.get_service(self.namespace, "podinfo")
-            split: dict[str, int] = {}
-            for t in (service.get("status") or {}).get("traffic") or []:
-                if t.get("percent"):
-                    split[t["revisionName"]] = split.get(t["revisionName"], 0) + t["percent"]
-            self.samples.append((time.monotonic(), split))
+            self.record((service.get("status") or {}).get("traffic") or [])
+
+    def record(self, traffic: list[dict[str, Any]]) -> None:
+        """Keep one sample of status.traffic (a subclass may keep more of it)."""
+        split: dict[str, int] = {}
+        for t in traffic:
+            if t.get("percent"):
+                split[t["revisionName"]] = split.get(t["revisionName"], 0) + t["percent"]
+        self.samples.append((time.monotonic(), split))
 
     def first(self, predicate: Any, *, after: float = 0.0) -> float | None:
         return next((t for t, split in self.samples if t >= after and predicate(split)), None)

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TOOLS_DIR = Path(__file__).resolve().parent / "tools"
 KUBE_APISERVER_PACKAGE = "k8s.io/kubernetes/cmd/kube-apiserver"
@@ -270,10 +271,18 @@ def ensure(*, build: bool = True, log: Log = _stderr) -> Binaries:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.cluster.binaries", description=__doc__.split("\n")[0]
-    )
+def ensure_command(
+    argv: list[str] | None,
+    *,
+    module: str,
+    doc: str,
+    ensure: Callable[[], Any],
+    what: str,
+    lines: Callable[[Any], list[str]] | None = None,
+) -> int:
+    """The ``python -m <module> ensure`` command of a module that builds binaries: find or build them,
+    print ``name=path`` per line (default: each field of what `ensure` returns), the wall time on stderr."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n", maxsplit=1)[0])
     parser.add_argument(
         "command", choices=["ensure"], help="find or build the binaries and print their paths"
     )
@@ -284,11 +293,25 @@ def main(argv: list[str] | None = None) -> int:
     except BinaryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"kube-apiserver={found.kube_apiserver}")
-    print(f"etcd={found.etcd}")
-    print(f"prometheus={found.prometheus}")
-    _stderr(f"binaries ready in {time.monotonic() - started:.2f} s")
+    for line in lines(found) if lines else [f"{k}={v}" for k, v in vars(found).items()]:
+        print(line)
+    _stderr(f"{what} ready in {time.monotonic() - started:.2f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return ensure_command(
+        argv,
+        module="tests.cluster.binaries",
+        doc=__doc__ or "",
+        ensure=ensure,
+        what="binaries",
+        lines=lambda found: [
+            f"kube-apiserver={found.kube_apiserver}",
+            f"etcd={found.etcd}",
+            f"prometheus={found.prometheus}",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -18,13 +18,11 @@ CLI: ``python -m tests.cluster.flagger_binaries ensure`` builds what is missing 
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster.binaries import BinaryError, _stderr, cache_dir
+from tests.cluster.binaries import BinaryError, _stderr, cache_dir, ensure_command
 from tests.cluster.knative_binaries import Log, _cached_build, _go, _module_dir
 
 FLAGGER_MODULE = "github.com/fluxcd/flagger"
@@ -80,20 +78,13 @@ def ensure(*, log: Log = _stderr) -> FlaggerBinaries:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.cluster.flagger_binaries", description=__doc__.split("\n")[0]
+    return ensure_command(
+        argv,
+        module="tests.cluster.flagger_binaries",
+        doc=__doc__ or "",
+        ensure=ensure,
+        what=f"Flagger {FLAGGER_VERSION}",
     )
-    parser.add_argument("command", choices=["ensure"], help="find or build Flagger and print the paths")
-    parser.parse_args(argv)
-    started = time.monotonic()
-    try:
-        found = ensure()
-    except BinaryError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"flagger={found.flagger}\nsource={found.source}")
-    _stderr(f"Flagger {FLAGGER_VERSION} ready in {time.monotonic() - started:.2f} s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ each build's wall time.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -54,6 +53,7 @@ from tests.cluster.binaries import (
     _stderr,
     _tail,
     cache_dir,
+    ensure_command,
     kubernetes_version,
 )
 
@@ -323,23 +323,13 @@ def ensure(*, log: Log = _stderr) -> RealKnativeBinaries:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.cluster.knative_binaries", description=__doc__.split("\n")[0]
+    return ensure_command(
+        argv,
+        module="tests.cluster.knative_binaries",
+        doc=__doc__ or "",
+        ensure=ensure,
+        what="real-Knative binaries",
     )
-    parser.add_argument(
-        "command", choices=["ensure"], help="find or build the binaries and print their paths"
-    )
-    parser.parse_args(argv)
-    started = time.monotonic()
-    try:
-        found = ensure()
-    except BinaryError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    for field_name, value in vars(found).items():
-        print(f"{field_name}={value}")
-    _stderr(f"real-Knative binaries ready in {time.monotonic() - started:.2f} s")
-    return 0
 
 
 if __name__ == "__main__":
