@@ -66,6 +66,7 @@ from step.ports import (
 )
 from step.report.outcome import Outcome, outcome_of, service_state
 from step.report.timeline import Timeline
+from step.spec.knative import CANARY_TAG
 from step.spec.model import SpecBundle
 from step.webhooks.payload import run_hooks
 
@@ -115,7 +116,7 @@ def facts_of(view: ServiceView, router: Router) -> ServiceFacts:
         else:
             state = router.revision(latest)
             phase, reason = state.phase, state.reason or state.message
-    tagged = (t.url for t in view.status_traffic if t.tag == "canary" and t.revision_name == latest)
+    tagged = (t.url for t in view.status_traffic if t.tag == CANARY_TAG and t.revision_name == latest)
     return ServiceFacts(
         primary_revision=view.primary_revision,
         latest_created_revision=latest,

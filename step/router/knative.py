@@ -31,6 +31,7 @@ from step.router.traffic import (
     view_of,
 )
 from step.router.watch import ServiceWatch
+from step.spec.knative import TAGS
 from step.spec.model import PRIMARY_REVISION_ANNOTATION
 from step.spec.schema import suggest
 
@@ -301,9 +302,7 @@ def _route_names_a_missing_revision(obj: Obj, *, generation: int) -> bool:
 
 
 def _same_spec(desired: Sequence[TrafficTarget], spec: Sequence[TrafficTarget]) -> bool:
-    return traffic_matches(desired, spec) and all(
-        t.latest_revision is False for t in spec if t.tag in ("primary", "canary")
-    )
+    return traffic_matches(desired, spec) and all(t.latest_revision is False for t in spec if t.tag in TAGS)
 
 
 def container_index(names: Sequence[str], container: str | None, *, service: str) -> int:
