@@ -250,7 +250,7 @@ class Driver:
 
     def _observe(self) -> Observed:
         self._observed_at = self.ports.wall()
-        self.view = self.ports.router.observe()
+        self.view = self.ports.router.observe_reconciled()
         return Observed(facts=facts_of(self.view, self.ports.router))
 
     # ------------------------------------------------------------------ actions

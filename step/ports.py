@@ -118,6 +118,11 @@ class Router(Protocol):
 
     def observe(self) -> ServiceView: ...
 
+    def observe_reconciled(self) -> ServiceView:
+        """The Service once Knative has acted on its latest spec (so `latest_created_revision` names the
+        revision of the newest template); raises TrafficNotConverged if it has not in time."""
+        ...
+
     def revision(self, name: str) -> RevisionState: ...
 
     def pin_primary(self, primary: str) -> ServiceView:

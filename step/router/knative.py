@@ -72,6 +72,17 @@ class KnativeRouter:
         obj, self._seen = self._service.snapshot()
         return view_of(obj)
 
+    def observe_reconciled(self) -> ServiceView:
+        """The Service once Knative has acted on its latest spec: `status.observedGeneration` has reached
+        `metadata.generation` and its Configuration is not OutOfDate, so `latestCreatedRevisionName` is the
+        revision of the newest template. A pipeline may apply a new image a moment before the run starts; a
+        stale status would read as "no new revision". From the watch, no polling; at once when current."""
+        return self._watch_or_fail(
+            _reconciled,
+            failure=f" was not reconciled by Knative within {self._converge_timeout:g}s"
+            " (status.observedGeneration behind metadata.generation, or ConfigurationsReady OutOfDate)",
+        )
+
     def revision(self, name: str) -> RevisionState:
         try:
             obj = self._kube.get_revision(namespace=self._namespace, name=name)
@@ -285,6 +296,18 @@ class KnativeRouter:
     def _current(self) -> Obj:
         """A private copy of the newest Service object (callers edit what they build patches from)."""
         return copy.deepcopy(self._service.current())
+
+
+def _reconciled(obj: Obj) -> ServiceView | None:
+    """The view if Knative has reconciled the Service's latest spec (knative-semantics: a Service shows
+    ConfigurationsReady Unknown OutOfDate while its Configuration has not observed the new template)."""
+    view = view_of(obj)
+    if view.observed_generation < view.generation:
+        return None
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    if any(c.get("type") == "ConfigurationsReady" and c.get("reason") == "OutOfDate" for c in conditions):
+        return None
+    return view
 
 
 def _route_names_a_missing_revision(obj: Obj, *, generation: int) -> bool:

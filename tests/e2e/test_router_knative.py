@@ -262,3 +262,37 @@ def test_set_image_names_the_container_or_refuses(control_plane: ControlPlane, n
     assert refused.value.exit_code is ExitCode.USAGE  # a mistake no retry fixes, not a spec problem
     view = router.set_image(image=f"{IMAGE}:6.0.0", container=None)  # unchanged: no new revision
     assert view.latest_created_revision == "podinfo-00001"
+
+
+@pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
+def test_a_template_change_just_applied_is_seen_once_knative_has_reconciled_it(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    """A pipeline applies a new image a moment before the run: the run's first look must wait until
+    Knative has acted on that spec, or the stale status reads as "no new revision"."""
+    written = control_plane.set_image(namespace, "podinfo", f"{IMAGE}:6.0.1")
+    router = _router(control_plane, namespace)  # as a run started right after the apply
+    view = router.observe_reconciled()
+    assert view.observed_generation >= written["metadata"]["generation"]
+    assert view.latest_created_revision == "podinfo-00002"
+
+
+def test_reconciled_means_the_generation_observed_and_the_configuration_not_out_of_date() -> None:
+    from step.router.knative import _reconciled  # noqa: PLC0415
+
+    def service(generation: int, observed: int, reason: str = "") -> dict[str, Any]:
+        conditions = (
+            [{"type": "ConfigurationsReady", "status": "Unknown", "reason": reason}] if reason else []
+        )
+        return {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": "podinfo", "namespace": "test", "generation": generation},
+            "spec": {},
+            "status": {"observedGeneration": observed, "conditions": conditions},
+        }
+
+    assert _reconciled(service(3, 2)) is None
+    assert _reconciled(service(3, 3, reason="OutOfDate")) is None
+    assert _reconciled(service(3, 3, reason="RevisionMissing")) is not None
+    assert _reconciled(service(3, 3)) is not None

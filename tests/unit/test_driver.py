@@ -62,6 +62,9 @@ class MemoryRouter:
     writes: list[str] = field(default_factory=list)
     fail_pin: bool = False
 
+    def observe_reconciled(self) -> ServiceView:
+        return self.observe()
+
     def observe(self) -> ServiceView:
         return ServiceView(
             name="podinfo",
