@@ -29,8 +29,10 @@ import http.client
 import json
 import logging
 import socket
+import sys
 import threading
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -287,12 +289,25 @@ def record_queue_proxy_otel(
 # --------------------------------------------------------------------------------------------- backends
 
 
-class _Server(ThreadingHTTPServer):
+class HarnessServer(ThreadingHTTPServer):
+    """A harness HTTP server. A client that hangs up mid-request (Prometheus at shutdown, a killed load
+    test) is no error; any other error goes to the process's own stderr, never to whatever `sys.stderr`
+    is at that moment (an in-process CLI test captures it, and a traceback there fails that test)."""
+
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            return
+        stream = sys.__stderr__
+        if stream is not None:
+            print(f"harness server: request from {client_address}:", file=stream)
+            traceback.print_exc(file=stream)
 
-def _serve(server: _Server, name: str) -> threading.Thread:
+
+def _serve(server: HarnessServer, name: str) -> threading.Thread:
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=name, daemon=True
     )
@@ -367,7 +382,7 @@ class Backend:
             def do_HEAD(self) -> None:
                 backend._handle(self)
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = HarnessServer(("127.0.0.1", 0), Handler)
         self.port: int = self._server.server_address[1]
         self._thread = _serve(self._server, f"backend-{revision.namespace}-{revision.name}")
 
@@ -624,7 +639,7 @@ class Router:
                     upstream.close()
                 super().finish()
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = HarnessServer(("127.0.0.1", 0), Handler)
         self.port: int = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = _serve(self._server, "router")
@@ -713,7 +728,7 @@ class MetricsServer:
                     return
                 self._send(200, metrics.exposition().encode(), content_type="text/plain; version=0.0.4")
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = HarnessServer(("127.0.0.1", 0), Handler)
         self.port: int = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/metrics"
         self._thread = _serve(self._server, "metrics")

@@ -35,8 +35,10 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.cluster.dataplane import HarnessServer
 
 DEFAULT_MAX_DURATION_S = 600.0
 MAX_WORKERS = 100
@@ -244,8 +246,7 @@ class LoadTester:
             def do_DELETE(self) -> None:
                 tester._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        self._server = HarnessServer(("127.0.0.1", port), Handler)
         self.port: int = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(

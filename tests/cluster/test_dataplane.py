@@ -245,3 +245,31 @@ def test_knative_1_19_opentelemetry_names_are_exported_too(dataplane: DataPlane)
     assert _series(text, f"{server}_count", **faulty_5xx, **http, http_response_status_code="500") == 3
     assert _series(text, f"{invocation}_count", **faulty_5xx, http_response_status_code="200") == 7
     assert "# TYPE kn_serving_invocation_duration_seconds histogram" in text
+
+
+def test_a_harness_servers_errors_never_reach_the_current_sys_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An in-process CLI test swaps sys.stderr; a server thread's traceback must not land there."""
+    import threading  # noqa: PLC0415
+    from http.server import BaseHTTPRequestHandler  # noqa: PLC0415
+
+    from tests.cluster.dataplane import HarnessServer  # noqa: PLC0415
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            raise ConnectionResetError if self.path == "/reset" else ValueError("a harness bug")
+
+    server = HarnessServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for path in ("/reset", "/bug"):
+            conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+            conn.request("GET", path)
+            with pytest.raises(http.client.RemoteDisconnected):
+                conn.getresponse()
+            conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert capsys.readouterr().err == ""
