@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import ControlPlane, wait_for
-from tests.e2e.test_run import PODINFO, Step, canary_spec
+from tests.e2e.test_run import PODINFO, Step, canary_spec, pinned_step
 
 pytestmark = pytest.mark.cluster
 
@@ -93,16 +93,7 @@ class Watcher:
 @pytest.fixture
 def step(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Step]:
     """podinfo serving podinfo-00001, pinned as the primary by a first run (`initialized`)."""
-    control_plane.create_podinfo(namespace)
-    control_plane.wait_ready(namespace, "podinfo", "podinfo-00001")
-    runner = Step(control_plane, namespace, tmp_path)
-    first = runner.run(blue_green_spec(namespace))
-    assert first.code == 0, first.stderr
-    assert first.results["decision"] == "initialized"
-    yield runner
-    if runner.process is not None and runner.process.poll() is None:
-        runner.process.kill()
-        runner.process.wait()
+    yield from pinned_step(control_plane, namespace, tmp_path, blue_green_spec(namespace))
 
 
 def run_with_users(step: Step, spec: dict[str, Any]) -> tuple[Any, Users, Watcher]:

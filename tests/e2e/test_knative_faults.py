@@ -34,7 +34,7 @@ from step.errors import TrafficNotConverged
 from step.kube import RetryPolicy, connect
 from step.router.knative import KnativeRouter
 from tests.cluster import ControlPlane, wait_for
-from tests.e2e.test_run import CANARY_STEP, PODINFO, Step, canary_spec
+from tests.e2e.test_run import CANARY_STEP, PODINFO, Step, canary_spec, pinned_step
 from tests.kube_clients import opened
 
 pytestmark = pytest.mark.cluster
@@ -45,16 +45,7 @@ LONG_NAME = "podinfo-" + "x" * 48  # 56 characters: `primary-<name>` has 64
 @pytest.fixture(name="step")
 def _step(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Step]:
     """podinfo 6.0.0 serving, pinned as the primary by a first run (as test_run.py's `step`)."""
-    control_plane.create_podinfo(namespace)
-    control_plane.wait_ready(namespace, "podinfo", "podinfo-00001")
-    runner = Step(control_plane, namespace, tmp_path)
-    first = runner.run(canary_spec(namespace, load=False, metrics=[]))
-    assert first.code == 0, first.stderr
-    assert first.results["decision"] == "initialized"
-    yield runner
-    if runner.process is not None and runner.process.poll() is None:
-        runner.process.kill()
-        runner.process.wait()
+    yield from pinned_step(control_plane, namespace, tmp_path, canary_spec(namespace, load=False, metrics=[]))
 
 
 def _spec_for(namespace: str, name: str) -> dict[str, Any]:

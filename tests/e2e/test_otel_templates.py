@@ -15,7 +15,7 @@ from step.metrics.measure import render_metric
 from step.spec.loader import bundle_from_objects
 from step.spec.model import Metric, TemplateRef
 from tests.cluster import ControlPlane
-from tests.e2e.test_run import PODINFO, Step, canary_spec
+from tests.e2e.test_run import PODINFO, Step, canary_spec, pinned_step
 
 pytestmark = pytest.mark.cluster
 
@@ -40,15 +40,7 @@ def _templates(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(name="step")
 def _step(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Step]:
-    control_plane.create_podinfo(namespace)
-    control_plane.wait_ready(namespace, "podinfo", "podinfo-00001")
-    runner = Step(control_plane, namespace, tmp_path)
-    first = runner.run(canary_spec(namespace, load=False, metrics=[]))
-    assert first.code == 0, first.stderr
-    yield runner
-    if runner.process is not None and runner.process.poll() is None:
-        runner.process.kill()
-        runner.process.wait()
+    yield from pinned_step(control_plane, namespace, tmp_path, canary_spec(namespace, load=False, metrics=[]))
 
 
 def test_the_queue_proxy_templates_roll_back_a_5xx_canary_and_each_measures_it(step: Step) -> None:

@@ -201,19 +201,27 @@ class Step:
         self.cp.set_image(self.namespace, "podinfo", image)
 
 
-@pytest.fixture
-def step(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Step]:
-    """podinfo 6.0.0 serving, pinned as the primary by a first run (`initialized`)."""
+def pinned_step(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path, first: dict[str, Any]
+) -> Iterator[Step]:
+    """podinfo 6.0.0 serving, pinned as the primary by a first run of `first` (`initialized`); a run
+    still going at the end of the test is killed. The body of every e2e module's `step` fixture."""
     control_plane.create_podinfo(namespace)
     control_plane.wait_ready(namespace, "podinfo", "podinfo-00001")
     runner = Step(control_plane, namespace, tmp_path)
-    first = runner.run(canary_spec(namespace))
-    assert first.code == 0, first.stderr
-    assert first.results["decision"] == "initialized"
+    result = runner.run(first)
+    assert result.code == 0, result.stderr
+    assert result.results["decision"] == "initialized"
     yield runner
     if runner.process is not None and runner.process.poll() is None:
         runner.process.kill()
         runner.process.wait()
+
+
+@pytest.fixture
+def step(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Step]:
+    """podinfo 6.0.0 serving, pinned as the primary by a first run (`initialized`)."""
+    yield from pinned_step(control_plane, namespace, tmp_path, canary_spec(namespace))
 
 
 def advances(events: list[str]) -> list[int]:
