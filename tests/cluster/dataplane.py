@@ -405,7 +405,8 @@ class Backend:
         body = request._read_body()
         path = urllib.parse.urlsplit(request.path).path
         code, payload = self._app(request, path, body)
-        request._send_json(code, payload)
+        # Recorded before the answer is sent, so a client that has its answer finds it counted (a test
+        # reading /metrics right after its last request raced the recording under load).
         seconds = time.monotonic() - started
         record_queue_proxy(
             self.metrics, revision=self.revision, pod=self.pod, code=code, millis=seconds * 1000
@@ -418,6 +419,7 @@ class Backend:
             seconds=seconds,
             method=request.command,
         )
+        request._send_json(code, payload)
 
     def _app(self, request: _JsonHandler, path: str, body: bytes) -> tuple[int, object]:
         behaviour = self.behaviour
@@ -693,16 +695,9 @@ class Router:
                     [("Content-Type", "text/plain")],
                     f"upstream error: {error}".encode(),
                 )
-        request.send_response(code)
-        for key, value in headers:
-            if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
-                request.send_header(key, value)
-        request.send_header("Content-Length", str(len(data)))
         millis = (time.monotonic() - started) * 1000
-        request.send_header("x-envoy-upstream-service-time", str(int(millis)))
-        request.end_headers()
-        if request.command != "HEAD":
-            request.wfile.write(data)
+        # Counted when the upstream has answered, before the client gets the answer (as Envoy's upstream
+        # stats are), so a client that has its answer finds it in /metrics.
         record_envoy(
             self.metrics,
             namespace=destination.namespace,
@@ -710,6 +705,15 @@ class Router:
             code=code,
             millis=millis,
         )
+        request.send_response(code)
+        for key, value in headers:
+            if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                request.send_header(key, value)
+        request.send_header("Content-Length", str(len(data)))
+        request.send_header("x-envoy-upstream-service-time", str(int(millis)))
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(data)
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -189,7 +189,13 @@ def test_sigkill_at_a_weight_then_a_rerun_resumes_it(runs: Runs) -> None:
     resumed_at = int(found.group(1))
     assert resumed_at in (weight, weight - 10)  # the record is written at the end of each tick
     events = rerun.events()
-    assert advances(events) == list(range(10, weight + 10, 10)) + list(range(resumed_at + 10, 60, 10))
+    # The killed run's Events: one per weight it reached, except that the kill may land between the traffic
+    # write and its Event (seen under load); then the rerun's advance to that weight is the only one.
+    resumed = list(range(resumed_at + 10, 60, 10))
+    expected = [list(range(10, weight + 10, 10)) + resumed]
+    if resumed_at == weight - 10:
+        expected.append(list(range(10, weight, 10)) + resumed)
+    assert advances(events) in expected, (weight, resumed_at)
     assert events.count("Pre-rollout check load-start passed") == 1  # not repeated
     assert sum(1 for m in events if m.startswith("Starting canary analysis")) == 1
     interrupted = result.report["lease"]["interrupted"]

@@ -42,7 +42,7 @@ class Installed:
     wheel: Path
     venv: Path
     site_packages: Path
-    baseline_bytes: int  # site-packages of the empty virtualenv (pip itself)
+    baseline_bytes: int  # site-packages of the empty virtualenv (made without pip)
     wheels: Path  # the wheelhouse of the Dockerfile's `pip wheel`
     wheel_args: list[str]  # its arguments, as the Dockerfile has them (paths made local)
     install_args: list[str]  # the final stage's `pip install` arguments (paths made local)
@@ -83,7 +83,9 @@ def installed() -> Iterator[Installed]:
         built = _run([sys.executable, "-m", "pip", "wheel", *wheel_args, wheel], timeout=600)
         assert built.returncode == 0, built.stdout + built.stderr
         venv = work / "venv"
-        made = _run([sys.executable, "-m", "venv", venv], timeout=300)
+        # Without a pip of its own (ensurepip took 7 s): this environment's pip installs into it
+        # (`pip --python`), with the final stage's arguments.
+        made = _run([sys.executable, "-m", "venv", "--without-pip", venv], timeout=300)
         assert made.returncode == 0, made.stderr
         (site_packages,) = (venv / "lib").glob("python3*/site-packages")
         baseline = _tree_bytes(site_packages)
@@ -92,7 +94,9 @@ def installed() -> Iterator[Installed]:
         env.pop("PIP_FIND_LINKS", None)  # only the wheelhouse, as in the image
         install_args = [a.replace("/wheels", str(wheels)) for a in _pip_args("install", -1)]
         pip = _run(
-            [venv / "bin" / "python", "-m", "pip", "install", "-q", *install_args], env=env, timeout=600
+            [sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", *install_args],
+            env=env,
+            timeout=600,
         )
         assert pip.returncode == 0, pip.stdout + pip.stderr
         for p in [work, *work.rglob("*")]:
@@ -201,7 +205,7 @@ def test_installed_size(installed: Installed) -> None:
             own += int(size)
     print(
         f"\ninstalled size: canary-step {own / 1024:.0f} KiB; with its dependencies "
-        f"{total / 1024 / 1024:.1f} MiB (site-packages of a fresh venv, pip excluded); "
+        f"{total / 1024 / 1024:.1f} MiB (site-packages of a fresh venv without pip); "
         f"wheel {installed.wheel.stat().st_size / 1024:.0f} KiB"
     )
     assert own > 0
