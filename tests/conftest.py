@@ -4,8 +4,11 @@ Owns the fixtures ``control_plane`` (session), ``namespace`` and ``podinfo`` (fu
 starts lazily, on the first test that asks for it, so ``pytest -m 'not cluster'`` starts nothing and needs
 none of its binaries. When a binary is missing the fixture fails (never skips) with what to do.
 
-Must not: register hooks or options that change non-cluster runs, or share state between tests other than
-the control plane itself.
+One hook orders the collection: the tests marked ``long`` (minutes of CPU each) go first, one at the head
+of each xdist worker's share, so none of them starts late and ends the run alone.
+
+Must not: register hooks or options that change what runs or how it is judged, or share state between
+tests other than the control plane itself.
 """
 
 from __future__ import annotations
@@ -22,6 +25,28 @@ from tests.kube_clients import close_all
 
 if TYPE_CHECKING:
     from tests.cluster import ControlPlane
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``long`` tests first, dealt one per worker: worksteal gives each worker a contiguous share of
+    the collection (the first ``len // n``, then the next ``rest // (n - 1)``, ...) and steals only from
+    a share's end, so a test at a share's head starts at once."""
+    del config
+    long = [item for item in items if item.get_closest_marker("long") is not None]
+    if not long:
+        return
+    rest = [item for item in items if item.get_closest_marker("long") is None]
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    heads: list[list[pytest.Item]] = [long[k::workers] for k in range(workers)]
+    ordered: list[pytest.Item] = []
+    remaining = len(items)
+    for k in range(workers):
+        share = remaining // (workers - k)
+        remaining -= share
+        take = max(0, share - len(heads[k]))
+        ordered += heads[k] + rest[:take]
+        rest = rest[take:]
+    items[:] = ordered + rest
 
 
 @pytest.fixture(autouse=True)

@@ -353,11 +353,18 @@ class _Run:
         self.kube: Any = None
         self.held: Held | None = None
         self.notifier: ChatNotifier | None = None
+        self.routers: list[KnativeRouter] = []  # each one's watch thread is stopped on the way out
         # Every way out of `run` and `plan --check` ends the click context, an exit's too.
         ctx.call_on_close(self._disconnect)
 
     def _disconnect(self) -> None:
-        """Close the Kube client's pooled connections (after the results, which count its requests)."""
+        """Stop the routers' watches (an early exit's too: in-process, a watch left running would retry
+        against a server that may be gone) and close the Kube client's pooled connections (after the
+        results, which count its requests)."""
+        routers, self.routers = self.routers, []
+        for router in routers:
+            with contextlib.suppress(Exception):
+                router.close()
         kube, self.kube = self.kube, None
         if kube is not None:
             with contextlib.suppress(Exception):
@@ -700,13 +707,15 @@ class _Run:
         )
 
     def _router(self, canary: Canary) -> KnativeRouter:
-        return KnativeRouter(
+        router = KnativeRouter(
             self.kube,
             namespace=canary.namespace,
             name=canary.target_name,
             clock=self.clock,
             converge_timeout=self.traffic_timeout,
         )
+        self.routers.append(router)
+        return router
 
     def _service_names(self, canary: Canary) -> Callable[[], list[str]]:
         return lambda: self.kube.list_service_names(namespace=canary.namespace)

@@ -289,6 +289,7 @@ def test_documented_stricter_rules_are_the_ones_checked() -> None:
     assert documented == set(STRICTER), documented ^ set(STRICTER)
 
 
+@pytest.mark.long
 def test_published_specs_and_their_mutations_agree_with_flaggers_crd(
     oracle: Oracle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -309,6 +310,7 @@ def test_published_specs_and_their_mutations_agree_with_flaggers_crd(
     _assert_clean(tally)
 
 
+@pytest.mark.long
 def test_specs_generated_from_flaggers_crd_agree_with_it(
     oracle: Oracle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

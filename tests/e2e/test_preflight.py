@@ -260,3 +260,6 @@ def test_the_api_connection_is_closed_on_the_way_out(
     kube = made[0]
     assert kube.requests.total > 0  # it did talk to the API server
     assert len(kube._api.rest_client.pool_manager.pools) == 0  # and kept no connection open
+    # nor a watch thread, which would go on retrying once the API server is gone
+    watching = f"watch {fresh.namespace}/podinfo"
+    assert not [t.name for t in threading.enumerate() if t.name == watching]

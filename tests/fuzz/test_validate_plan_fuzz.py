@@ -77,6 +77,7 @@ def _collect(strategy: st.SearchStrategy[Any], count: int, per_example: int) -> 
     return drawn
 
 
+@pytest.mark.long
 def test_ten_thousand_generated_inputs_through_validate_and_plan(tmp_path: Path) -> None:
     started = time.monotonic()
     documents = [

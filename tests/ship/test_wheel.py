@@ -93,8 +93,9 @@ def installed() -> Iterator[Installed]:
         env.pop("PYTHONPATH", None)
         env.pop("PIP_FIND_LINKS", None)  # only the wheelhouse, as in the image
         install_args = [a.replace("/wheels", str(wheels)) for a in _pip_args("install", -1)]
+        into = ["--python", venv / "bin" / "python"]
         pip = _run(
-            [sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", *install_args],
+            [sys.executable, "-m", "pip", *into, "install", "-q", *install_args],
             env=env,
             timeout=600,
         )
