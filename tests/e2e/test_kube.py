@@ -17,7 +17,7 @@ from step.kube import Kube, RetryPolicy, connect
 from step.ports import CanaryStatus
 from step.report.kube import CanaryStatusSink, KubeEventSink
 from step.router.knative import KnativeRouter
-from tests.kube_clients import opened
+from tests.kube_clients import opened, watching
 
 if TYPE_CHECKING:
     from tests.cluster import ControlPlane
@@ -52,7 +52,7 @@ def _as_service_account(
 
 @pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_a_403_names_the_verb_and_the_resource(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     plane = control_plane
     kube = _as_service_account(
@@ -64,7 +64,7 @@ def test_a_403_names_the_verb_and_the_resource(
     router = KnativeRouter(
         kube, namespace=namespace, name="podinfo", clock=MonotonicClock(), converge_timeout=5
     )
-    request.addfinalizer(router.close)
+    watching(router)
     assert router.observe().latest_created_revision == "podinfo-00001"  # get and watch are allowed
 
     with pytest.raises(Forbidden) as caught:
@@ -83,7 +83,7 @@ def test_a_403_names_the_verb_and_the_resource(
 
 @pytest.mark.usefixtures("podinfo")  # Ready at podinfo-00001
 def test_without_watch_the_router_says_so(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     plane = control_plane
     kube = _as_service_account(
@@ -95,7 +95,7 @@ def test_without_watch_the_router_says_so(
     router = KnativeRouter(
         kube, namespace=namespace, name="podinfo", clock=MonotonicClock(), converge_timeout=5
     )
-    request.addfinalizer(router.close)
+    watching(router)
     with pytest.raises(Forbidden, match=r'needs verb "watch" on serving\.knative\.dev/services'):
         router.pin_primary("podinfo-00001")
 

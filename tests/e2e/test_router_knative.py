@@ -7,7 +7,6 @@ is covered in tests/e2e/test_kube.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,7 +16,7 @@ from step.errors import RevisionFailed
 from step.kube import Kube, RetryPolicy, connect
 from step.ports import RevisionPhase
 from step.router.knative import KnativeRouter
-from tests.kube_clients import opened
+from tests.kube_clients import opened, watching
 
 if TYPE_CHECKING:
     from tests.cluster import ControlPlane
@@ -33,16 +32,6 @@ def _kube(plane: ControlPlane) -> Kube:
     )
 
 
-_OPEN: list[KnativeRouter] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_routers() -> Iterator[None]:
-    yield
-    while _OPEN:
-        _OPEN.pop().close()  # stops each router's background watch
-
-
 def _router(
     plane: ControlPlane, namespace: str, *, converge_timeout: float = 20.0, kube: Kube | None = None
 ) -> KnativeRouter:
@@ -53,8 +42,7 @@ def _router(
         clock=MonotonicClock(),
         converge_timeout=converge_timeout,
     )
-    _OPEN.append(router)
-    return router
+    return watching(router)  # its watch is stopped when the test ends
 
 
 def _spec_traffic(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
