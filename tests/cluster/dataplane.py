@@ -698,13 +698,8 @@ class Router:
         millis = (time.monotonic() - started) * 1000
         # Counted when the upstream has answered, before the client gets the answer (as Envoy's upstream
         # stats are), so a client that has its answer finds it in /metrics.
-        record_envoy(
-            self.metrics,
-            namespace=destination.namespace,
-            revision=destination.revision,
-            code=code,
-            millis=millis,
-        )
+        namespace, revision = destination.namespace, destination.revision
+        record_envoy(self.metrics, namespace=namespace, revision=revision, code=code, millis=millis)
         request.send_response(code)
         for key, value in headers:
             if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
