@@ -579,8 +579,9 @@ class _Run:
 
     @staticmethod
     def _close(ports: Ports) -> None:
-        """Stop the router's watch and close HTTP sessions (the process is about to end anyway)."""
-        for part in (ports.router, ports.metrics, ports.webhooks, *ports.template_metrics.values()):
+        """Close the HTTP sessions (the process is about to end anyway); the router's watch is stopped
+        by `_disconnect`, which owns every router this run made."""
+        for part in (ports.metrics, ports.webhooks, *ports.template_metrics.values()):
             close = getattr(part, "close", None)
             if callable(close):
                 with contextlib.suppress(Exception):

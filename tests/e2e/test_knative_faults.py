@@ -35,7 +35,7 @@ from step.kube import RetryPolicy, connect
 from step.router.knative import KnativeRouter
 from tests.cluster import ControlPlane, wait_for
 from tests.e2e.test_run import CANARY_STEP, PODINFO, Step, canary_spec, pinned_step
-from tests.kube_clients import opened
+from tests.kube_clients import opened, watching
 
 pytestmark = pytest.mark.cluster
 
@@ -106,13 +106,11 @@ def test_a_route_knative_refuses_with_error_config_fails_the_write_at_once(
     router = KnativeRouter(
         kube, namespace=namespace, name=LONG_NAME, clock=MonotonicClock(), converge_timeout=60.0
     )
-    try:
-        started = time.monotonic()
-        with pytest.raises(TrafficNotConverged) as raised:
-            router.pin_primary(f"{LONG_NAME}-00001")
-        took = time.monotonic() - started
-    finally:
-        router.close()
+    watching(router)  # its watch is stopped when the test ends
+    started = time.monotonic()
+    with pytest.raises(TrafficNotConverged) as raised:
+        router.pin_primary(f"{LONG_NAME}-00001")
+    took = time.monotonic() - started
     message = str(raised.value)
     assert "RoutesReady False, reason ErrorConfig" in message, message
     assert f'invalid domain name "primary-{LONG_NAME}.{namespace}.svc.cluster.local"' in message, message
