@@ -62,16 +62,38 @@ ENV HOME=/tmp \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # The wheels are bind-mounted from stage 1, so they never become a layer of the final image. pip
-# byte-compiles at install time (as root, readable by every UID), so runs write no .pyc files.
-# `kubernetes/aio`, the client's asyncio copy (68 MiB of the 126 MiB client, with its bytecode), is
-# removed in the same layer, with its lines of the package's RECORD so that pip's record still matches
-# the files: canary-step never imports it (tests/unit/test_imports.py), and the image's tests run whole
-# analyses without it (tests/ship/test_image.py).
+# byte-compiles at install time (as root, readable by every UID), so runs write no .pyc files. In the
+# same layer, three cuts and one addition, tested in tests/ship/test_image.py, which also runs whole
+# analyses on the result:
+# - `kubernetes/aio`, the client's asyncio copy (68 MiB), is removed: canary-step never imports it
+#   (tests/unit/test_imports.py). Its RECORD lines go with it, so pip's record matches the files.
+# - aiohttp, aiohttp-retry and what only they need (13 MiB) are uninstalled: the kubernetes client
+#   requires them for `kubernetes.aio` alone. `pip check` then names exactly these two requirements of
+#   kubernetes, and image scanners no longer report aiohttp's advisories for code that is not there.
+# - The generated `client/api` and `client/models` (845 models; 33 MiB of source and 24 MiB of
+#   bytecode beside it) are kept as bytecode only (`compileall -b`, 23 MiB), the RECORD rewritten to
+#   match: `import kubernetes.client` loads every one of them at each start, never their source. A
+#   traceback through them shows no source line. Their docstrings stay: the client's watch reads a
+#   method's return type from its docstring.
+# - The standard library modules canary-step imports are byte-compiled: the python slim base deletes
+#   every .pyc, and with a read-only root each start would compile them again (about 190 modules,
+#   seconds on a small node).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir --no-index --find-links=/wheels canary-step \
+ && python -m pip uninstall -y -q aiohttp aiohttp-retry aiohappyeyeballs aiosignal frozenlist multidict propcache yarl \
  && site="$(python -c 'import kubernetes, pathlib; print(pathlib.Path(kubernetes.__file__).parent.parent)')" \
- && rm -r "$site/kubernetes/aio" \
- && sed -i '\#^kubernetes/aio/#d' "$site"/kubernetes-*.dist-info/RECORD \
+ && record="$(echo "$site"/kubernetes-*.dist-info/RECORD)" \
+ && cd "$site" \
+ && rm -r kubernetes/aio \
+ && python -m compileall -q -b -j 0 "$site/kubernetes/client/api" "$site/kubernetes/client/models" \
+ && find kubernetes/client/api kubernetes/client/models -name __pycache__ -prune -exec rm -r {} + \
+ && find kubernetes/client/api kubernetes/client/models -name '*.py' -delete \
+ && sed -i -E '\#^kubernetes/(aio|client/api|client/models)/#d' "$record" \
+ && find kubernetes/client/api kubernetes/client/models -name '*.pyc' -printf '%p,,\n' | sort >> "$record" \
+ && cd / \
+ && python -c "import importlib, pkgutil, step, sys, sysconfig; [importlib.import_module(m.name) for m in pkgutil.walk_packages(step.__path__, 'step.')]; lib = sysconfig.get_path('stdlib') + '/'; print('\n'.join(sorted({f for f in (getattr(m, '__file__', None) or '' for m in list(sys.modules.values())) if f.startswith(lib) and f.endswith('.py')})))" > /tmp/stdlib-imported \
+ && xargs -r python -m compileall -q < /tmp/stdlib-imported \
+ && rm /tmp/stdlib-imported \
  && canary-step --version
 
 ENTRYPOINT ["canary-step"]

@@ -37,7 +37,16 @@ from tests.cluster import ControlPlane, wait_for
 from tests.cluster.binaries import BinaryError
 from tests.e2e.test_run import PODINFO, canary_spec
 from tests.ship.conftest import env_value
-from tests.ship.image import RUNTIME, ULIMITS, build, local_base, podman
+from tests.ship.image import (
+    DEFAULT_BASE_SIZE,
+    RUNTIME,
+    SIZE_GOAL,
+    ULIMITS,
+    added_to_base,
+    build,
+    local_base,
+    podman,
+)
 
 # Every test here needs podman and builds the image (minutes when cold), so all run with the cluster tests
 # (`make test`), none with `make unit`.
@@ -96,22 +105,85 @@ def test_the_labels_name_the_base_and_version(image: str) -> None:
     assert labels["org.opencontainers.image.version"] == step.__version__
 
 
-def test_kubernetes_aio_is_gone_and_pips_record_agrees(image: str) -> None:
-    """The Dockerfile deletes the client's asyncio copy (68 MiB) and its RECORD lines: nothing of it is
-    importable, and every file pip's record lists exists (the rest of the client is intact)."""
-    probe = (
-        "import importlib.metadata as md, importlib.util as u, pathlib;"
-        "d = md.distribution('kubernetes');"
-        "files = [str(f) for f in d.files];"
-        "print(u.find_spec('kubernetes.aio'), u.find_spec('kubernetes.client') is not None,"
-        " sum(f.startswith('kubernetes/aio/') for f in files),"
-        " sum(not pathlib.Path(d.locate_file(f)).exists() for f in d.files))"
-    )
-    cmd = _podman_run(image, "-c", probe)
+def _python_in(image: str, code: str) -> subprocess.CompletedProcess[str]:
+    cmd = _podman_run(image, "-c", code)
     cmd[cmd.index(image) : cmd.index(image)] = ["--entrypoint", "python"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_the_trimmed_kubernetes_client_works_and_pips_record_agrees(image: str) -> None:
+    """The Dockerfile deletes the client's asyncio copy and keeps its generated API and models as
+    bytecode only, rewriting the package's RECORD: nothing of `kubernetes.aio` is importable, no source
+    is left under client/api and client/models, every file the record lists exists and every file of
+    the package is listed, the models load without their source, and the watch still reads a method's
+    return type from its docstring (which a docstring-stripping compile would break)."""
+    probe = (
+        "import importlib.metadata as md, importlib.util as u, importlib.machinery as m, pathlib;"
+        "from kubernetes import client, watch;"
+        "d = md.distribution('kubernetes');"
+        "listed = {pathlib.Path(d.locate_file(f)).resolve() for f in d.files};"
+        "top = pathlib.Path(d.locate_file('kubernetes')).resolve();"
+        "present = {p.resolve() for p in top.rglob('*') if p.is_file()};"
+        "gen = [top / 'client' / 'api', top / 'client' / 'models'];"
+        "print(u.find_spec('kubernetes.aio'),"
+        " sum(1 for g in gen for _ in g.rglob('*.py')),"
+        " sum(not p.exists() for p in listed), len(present - listed),"
+        " type(u.find_spec('kubernetes.client.models.v1_pod').loader) is m.SourcelessFileLoader,"
+        " client.V1Pod(metadata=client.V1ObjectMeta(name='p')).metadata.name,"
+        " watch.Watch().get_return_type(client.CoreV1Api().list_namespaced_pod).__name__)"
+    )
+    done = _python_in(image, probe)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["None", "True", "0", "0"]
+    assert done.stdout.split() == ["None", "0", "0", "0", "True", "p", "V1Pod"]
+
+
+def test_aiohttp_is_gone_and_pip_check_names_only_that(image: str) -> None:
+    """aiohttp and what only it needs are uninstalled (the client needs them for kubernetes.aio alone):
+    none is importable, and `pip check` reports the kubernetes client's two requirements on them and
+    nothing else, so a real dependency conflict would still show."""
+    probe = (
+        "import importlib.util as u, subprocess, sys;"
+        "gone = ['aiohttp', 'aiohttp_retry', 'aiohappyeyeballs', 'aiosignal', 'frozenlist', 'multidict',"
+        " 'propcache', 'yarl'];"
+        "print([m for m in gone if u.find_spec(m)]);"
+        "sys.stdout.flush();"
+        "subprocess.run([sys.executable, '-m', 'pip', 'check'])"
+    )
+    done = _python_in(image, probe)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "[]", done.stdout + done.stderr
+    assert sorted(line.split(" requires ")[1] for line in lines[1:]) == [
+        "aiohttp, which is not installed.",
+        "aiohttp-retry, which is not installed.",
+    ], done.stdout
+    assert all(line.startswith("kubernetes ") for line in lines[1:]), done.stdout
+
+
+def test_the_standard_library_canary_step_imports_is_byte_compiled(image: str) -> None:
+    """The local base has no .pyc files, like the python slim base: with a read-only root every module
+    without one would be compiled again at each start. The Dockerfile compiles those canary-step
+    imports."""
+    probe = (
+        "import importlib, importlib.util as u, os, pkgutil, step, sys, sysconfig;"
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(step.__path__, 'step.')];"
+        "lib = sysconfig.get_path('stdlib') + '/';"
+        "files = {f for f in (getattr(m, '__file__', None) or '' for m in list(sys.modules.values()))"
+        " if f.startswith(lib) and f.endswith('.py')};"
+        "print(len(files), sorted(f for f in files if not os.path.exists(u.cache_from_source(f)))[:5])"
+    )
+    done = _python_in(image, probe)
+    assert done.returncode == 0, done.stderr
+    count, missing = done.stdout.split(" ", 1)
+    assert int(count) > 100, done.stdout
+    assert missing.strip() == "[]", done.stdout
+
+
+def test_what_the_dockerfile_adds_to_its_base_fits_the_size_goal(image: str) -> None:
+    """Under 200 MB on the default base, which cannot be pulled here: what the final stage adds to the
+    local base must stay under the goal minus the default base's published size (tests/ship/image.py)."""
+    added = added_to_base(image, local_base())
+    assert added + DEFAULT_BASE_SIZE < SIZE_GOAL, f"{added} bytes added to the base"
 
 
 @dataclass
