@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CANARY_STEP_CACHE ?= $(HOME)/.cache/canary-step
 
-.PHONY: help setup tools test unit lint typecheck imports demo cluster bench bench-flagger bench-image test-real validate-examples wheel image container-tools clean
+.PHONY: help setup tools test test-tools unit lint typecheck imports demo cluster bench bench-flagger bench-image test-real validate-examples wheel image container-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -34,8 +34,11 @@ typecheck: setup ## mypy --strict on step/
 imports: setup ## the architecture, as import contracts
 	$(VENV)/bin/lint-imports
 
-test: tools container-tools lint typecheck imports ## everything CI runs: lint, types, import contracts, all tests (the image's too)
+test: tools container-tools test-tools image lint typecheck imports ## everything CI runs: lint, types, import contracts, all tests (the image's too)
 	$(PY) -m pytest
+
+test-tools: setup ## the shipping tests' tools, before pytest so no test's set-up builds them: Tekton's validation and entrypoint, the Tekton/Argo evaluator, actionlint (Go), hera (PyPI), action-validator (npm); cached
+	$(PY) -m tests.ship.tools ensure
 
 test-real: tools container-tools ## the step's e2e tests on real Knative Serving 1.17 (builds and caches its controller, webhook, autoscaler-hpa, kube-controller-manager, kube-scheduler, kwok, etcd 3.6)
 	$(PY) -m tests.cluster.knative_binaries ensure

@@ -593,9 +593,8 @@ def _write_docs(tool: Path) -> None:
 
 
 if __name__ == "__main__":
-    from tests.cluster.binaries import go_tool
-    from tests.ship.conftest import GO_TOOLS, SCHEMA_TOOLS
+    from tests.ship.tools import go_tools
 
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python -m tests.ship.test_pipeline_outcomes --write")
-    _write_docs(go_tool("pipeline-eval", GO_TOOLS["pipeline-eval"], SCHEMA_TOOLS))
+    _write_docs(go_tools()["pipeline-eval"])

@@ -30,6 +30,8 @@ from step.analysis.state import Reason
 from step.cli import cli
 from step.contract import RESULT_NAMES
 from step.kube.lease import POD_NAME_ENV, POD_UID_ENV
+from tests.cluster.binaries import BinaryError
+from tests.ship import tools
 from tests.ship.conftest import env_value, tool_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -797,14 +799,9 @@ def test_inline_canary_specs_validate(where: str, text: str, tmp_path: Path) -> 
 # Argo: hera's models of Argo's API (PyPI), plus a round trip that reports fields the models do not know.
 # GitHub: action-validator (npm), which checks action.yml and workflows against SchemaStore's schemas, and
 # actionlint (Go module), which also checks the `uses: ./` step's inputs against action.yml.
-# The tools are installed once under $CANARY_STEP_CACHE/pipeline-schemas.
+# The tools are installed once under $CANARY_STEP_CACHE (tests.ship.tools, run by `make test` before pytest).
 
-SCHEMA_TOOLS = ROOT / "tests" / "pipeline_schemas"
-TOOLS_CACHE = (
-    Path(os.environ.get("CANARY_STEP_CACHE", Path.home() / ".cache" / "canary-step")) / "pipeline-schemas"
-)
-HERA = "hera==7.1.0"
-ACTION_VALIDATOR = "@action-validator/cli@0.6.0"
+SCHEMA_TOOLS = tools.SCHEMA_TOOLS
 # actionlint takes a Docker action's `runs.entrypoint` for a file in the repository; ours is /bin/sh in the
 # image, which GitHub's metadata syntax allows ("Overrides the Docker ENTRYPOINT").
 ACTIONLINT_IGNORE = r'file "/bin/sh" does not exist in .* "entrypoint" key in "runs" section'
@@ -815,32 +812,18 @@ _tool_run = tool_run
 
 @pytest.fixture(scope="session")
 def hera_python() -> Path:
-    venv = TOOLS_CACHE / HERA.replace("==", "-")
-    done = venv / ".installed"
-    if not done.exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        made = _tool_run([sys.executable, "-m", "venv", venv], timeout=300)
-        assert made.returncode == 0, made.stderr
-        pip = _tool_run([venv / "bin" / "python", "-m", "pip", "install", "-q", HERA, "PyYAML"], timeout=600)
-        assert pip.returncode == 0, pip.stdout + pip.stderr
-        done.touch()
-    return venv / "bin" / "python"
+    try:
+        return tools.hera_python()
+    except BinaryError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
 def action_validator() -> Path:
-    npm = shutil.which("npm")
-    assert npm, "npm is needed to install action-validator"
-    prefix = TOOLS_CACHE / ACTION_VALIDATOR.replace("/", "-").lstrip("@")
-    exe = prefix / "node_modules" / ".bin" / "action-validator"
-    if not exe.exists():
-        prefix.mkdir(parents=True, exist_ok=True)
-        installed = _tool_run(
-            [npm, "install", "--prefix", prefix, "--no-audit", "--no-fund", "--no-save", ACTION_VALIDATOR],
-            timeout=600,
-        )
-        assert installed.returncode == 0, installed.stdout + installed.stderr
-    return exe
+    try:
+        return tools.action_validator()
+    except BinaryError as error:
+        pytest.fail(str(error))
 
 
 def _mutated(tmp_path: Path, source: Path, old: str, new: str) -> Path:
