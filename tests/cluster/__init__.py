@@ -123,7 +123,7 @@ def podinfo_service(
                             ],
                         }
                     ]
-                }
+                },
             }
         },
     }
@@ -389,8 +389,11 @@ class ControlPlane:
         """A JSON merge patch of a Knative Service (a list, such as spec.traffic, is replaced whole)."""
         return self.knative.patch("services", namespace, name, patch)
 
-    def set_image(self, namespace: str, name: str, image: str) -> Obj:
-        """Change the first container's image: a template change, hence a new Revision."""
+    def set_image(
+        self, namespace: str, name: str, image: str, *, annotations: dict[str, str] | None = None
+    ) -> Obj:
+        """Change the first container's image (and add ``annotations`` to the template, in the same
+        write): a template change, hence a new Revision."""
         service = self.get_service(namespace, name)
         containers = service["spec"]["template"]["spec"]["containers"]
         containers[0]["image"] = image
@@ -399,6 +402,8 @@ class ControlPlane:
         fault = fault_labels(image)
         if fault or "harness.canary-step.dev/fault" in labels:  # null removes a previous image's fault
             template["metadata"] = {"labels": {"harness.canary-step.dev/fault": None, **fault}}
+        if annotations:
+            template.setdefault("metadata", {})["annotations"] = annotations
         return self.patch_service(namespace, name, {"spec": {"template": template}})
 
     def crash_revision(

@@ -1,4 +1,10 @@
-"""The harness itself, on the real API server: Knative's behaviour, the data plane, Prometheus, teardown."""
+"""The harness itself, on the real API server: Knative's behaviour, the data plane, Prometheus, teardown.
+
+A differential test: the same tests run on the simulator (`make test`) and on real Knative Serving
+(`KNATIVE=real`, `make test-real`). Where the two backends differ, the expectation is per backend and the
+reason is written beside it (docs/harness.md, "Differential run"): each difference is one the step's own
+tests cover on both backends.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,12 @@ pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTHY = "ghcr.io/stefanprodan/podinfo:6.0.1"
+BROKEN = "ghcr.io/stefanprodan/podinfo:6.0.2-broken"
+# Knative's per-revision progress deadline. Real Knative reports an image it cannot pull from the pod's
+# waiting reason only once the Deployment's progress deadline has passed (120 s on the real backend), since
+# it resolves no digests here; the simulator reports it at once, as Knative does when digest resolution
+# fails. The tests that break a revision set a short deadline, which the simulator ignores.
+SHORT_PROGRESS_DEADLINE = {"serving.knative.dev/progress-deadline": "3s"}
 
 # Flagger's rendered request-success-rate and request-duration queries for Knative, verbatim from its
 # knative_test.go (flagger-semantics.md 3.1); the tests only swap in their own namespace/revision.
@@ -97,9 +109,14 @@ def test_defaulting_is_written_back_and_children_carry_knatives_names(
 ) -> None:
     plane = control_plane
     created = plane.create_podinfo(namespace)
-    assert "traffic" not in created["spec"]  # what the client sent
+    default = [{"latestRevision": True, "percent": 100}]
+    # Knative's webhook defaults spec.traffic at admission, so the create's answer has it already; the
+    # simulator, having no webhook, writes the same default back from its reconciler. Either way the
+    # stored Service has it once Ready (below), which is all a client of the Service sees; the step
+    # never creates one.
+    assert created["spec"].get("traffic") == (default if plane.backend == "real" else None)
     service = plane.wait_ready(namespace, "podinfo", "podinfo-00001")
-    assert service["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
+    assert service["spec"]["traffic"] == default
     assert service["status"]["traffic"] == [
         {"latestRevision": True, "percent": 100, "revisionName": "podinfo-00001"}
     ]
@@ -109,7 +126,18 @@ def test_defaulting_is_written_back_and_children_carry_knatives_names(
 
     configuration = plane.knative.get("configurations", namespace, "podinfo")
     route = plane.knative.get("routes", namespace, "podinfo")
-    revision = plane.get_revision(namespace, "podinfo-00001")
+    # Active is an Info condition, outside Ready: real Knative propagates it from the PodAutoscaler a
+    # moment after the Revision is Ready; the simulator sets both together.
+    revision = wait_for(
+        lambda: (
+            r
+            if (r := plane.get_revision(namespace, "podinfo-00001"))
+            and condition(r, "Active").get("status") == "True"
+            else None
+        ),
+        timeout=30,
+        what="podinfo-00001 Active",
+    )
     assert configuration is not None and route is not None and revision is not None
     owner = {"kind": "Service", "name": "podinfo", "uid": service["metadata"]["uid"], "controller": True}
     for child in (configuration, route):
@@ -206,8 +234,19 @@ def test_an_invalid_traffic_patch_is_rejected_with_knatives_message(
     traffic = [{"revisionName": "podinfo-00001", "percent": 100}, {"latestRevision": True, "percent": 50}]
     with pytest.raises(ApiException) as raised:
         control_plane.patch_service(namespace, "podinfo", {"spec": {"traffic": traffic}})
-    assert raised.value.status == 422
-    assert "Traffic targets sum to 150, want 100" in json.loads(raised.value.body or "{}")["message"]
+    message = json.loads(raised.value.body or "{}")["message"]
+    if control_plane.backend == "real":
+        # Knative's validating webhook: a 400 in the admission envelope, naming the webhook.
+        assert raised.value.status == 400
+        assert message == (
+            'admission webhook "validation.webhook.serving.knative.dev" denied the request: '
+            "validation failed: Traffic targets sum to 150, want 100: spec.traffic"
+        )
+    else:
+        # The simulator's CRD carries Knative's rule as CEL: a 422 with the same words. The step treats
+        # both codes as a refused write (step.kube Invalid) and reports the message verbatim.
+        assert raised.value.status == 422
+        assert "Traffic targets sum to 150, want 100" in message
 
 
 @pytest.mark.parametrize(
@@ -218,11 +257,7 @@ def test_an_invalid_traffic_patch_is_rejected_with_knatives_message(
             "Unknown",
             'Revision "podinfo-00002" is not yet ready.',
         ),
-        (
-            "ghcr.io/stefanprodan/podinfo:6.0.2-broken",
-            "False",
-            'Revision "podinfo-00002" failed to become ready.',
-        ),
+        (BROKEN, "False", 'Revision "podinfo-00002" failed to become ready.'),
         (None, "False", 'Revision "podinfo-00002" referenced in traffic not found.'),
     ],
     ids=["pending", "broken", "missing"],
@@ -233,7 +268,7 @@ def test_status_traffic_keeps_its_last_value_while_a_pinned_revision_is_not_read
     image, status, message = case
     plane = control_plane
     if image is not None:
-        plane.set_image(namespace, "podinfo", image)
+        plane.set_image(namespace, "podinfo", image, annotations=SHORT_PROGRESS_DEADLINE)
         plane.wait_service(
             namespace,
             "podinfo",
@@ -281,20 +316,32 @@ def test_a_broken_revision_fails_with_knatives_reasons(
     control_plane: ControlPlane, namespace: str, podinfo: dict[str, Any]
 ) -> None:
     plane = control_plane
-    plane.set_image(namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.2-broken")
+    plane.set_image(namespace, "podinfo", BROKEN, annotations=SHORT_PROGRESS_DEADLINE)
     service = plane.wait_service(
         namespace, "podinfo", lambda s: condition(s, "ConfigurationsReady").get("status") == "False"
     )
     revision = plane.get_revision(namespace, "podinfo-00002")
     assert revision is not None
-    assert condition(revision, "ContainerHealthy")["reason"] == "ContainerMissing"
-    assert condition(revision, "Ready")["reason"] == "ContainerMissing"
-    assert condition(revision, "Ready")["message"].startswith(
-        'Unable to fetch image "ghcr.io/stefanprodan/podinfo:6.0.2-broken": '
-    )
+    if plane.backend == "real":
+        # No digest resolution here: the pull fails in the pod (ErrImagePull, from our kwok stage), and
+        # Knative reports the waiting reason once the Deployment's progress deadline has passed.
+        failed, reason, message = "ResourcesAvailable", "ErrImagePull", "failed to pull image: not found"
+    else:
+        # Knative's tag-to-digest resolution failing, as with a tag that does not exist in a registry.
+        failed, reason, message = (
+            "ContainerHealthy",
+            "ContainerMissing",
+            f'Unable to fetch image "{BROKEN}": ',
+        )
+    assert condition(revision, failed)["status"] == "False"
+    assert condition(revision, failed)["reason"] == reason
+    assert condition(revision, "Ready")["reason"] == reason
+    assert condition(revision, "Ready")["message"].startswith(message)
     configurations_ready = condition(service, "ConfigurationsReady")
     assert configurations_ready["reason"] == "RevisionFailed"
-    assert configurations_ready["message"].startswith('Revision "podinfo-00002" failed with message: Unable')
+    assert configurations_ready["message"].startswith(
+        f'Revision "podinfo-00002" failed with message: {message}'
+    )
     assert service["status"]["latestReadyRevisionName"] == "podinfo-00001"
     assert service["status"]["traffic"][0]["revisionName"] == "podinfo-00001"
 
@@ -449,12 +496,18 @@ def test_injected_latency_shows_in_flaggers_request_duration_query(
         timeout=30,
         what="20 timed requests in Prometheus",
     )
-    duration = plane.prometheus.query_value(
-        FLAGGER_DURATION.replace("default/podinfo-00001", f"{namespace}/{canary}")
+    flaggers = FLAGGER_DURATION.replace("default/podinfo-00001", f"{namespace}/{canary}")
+    assert "histogram_quantile( 0.99," in flaggers
+    p99 = plane.prometheus.query_value(flaggers)
+    p50 = plane.prometheus.query_value(
+        flaggers.replace("histogram_quantile( 0.99,", "histogram_quantile( 0.5,")
     )
-    # Every request takes 300 ms and a little more, so all fall in Envoy's (250, 500] ms bucket, where
-    # histogram_quantile interpolates p99 to 250 + 0.99 * 250 = 497.5.
-    assert duration is not None and 250 < duration <= 500, duration
+    # Every request takes 300 ms and a little more, so Flagger's p99 is above Envoy's 250 ms bucket bound,
+    # and the median request falls in the (250, 500] ms bucket (250 + 0.5 * 250 = 375 when all do): a
+    # latency applied twice, or in the wrong unit, lands elsewhere. Not p99 <= 500: on a loaded machine
+    # (seen on real Knative beside a cold CI run) a few requests take 200 ms more than their 300.
+    assert p99 is not None and p99 > 250, p99
+    assert p50 is not None and 250 < p50 <= 500, p50
 
 
 def test_prometheus_stops_and_starts_again_on_the_same_url(control_plane: ControlPlane) -> None:
@@ -501,7 +554,11 @@ def test_teardown_leaves_no_process_behind(signum: signal.Signals, tmp_path: Pat
                 break
         assert ready, f"the control plane did not come up:\n{stderr.read_text()[-3000:]}"
         pids: list[int] = ready["pids"]
-        assert len(pids) == 3 and all(_alive(pid) for pid in pids)
+        # etcd, kube-apiserver and Prometheus; on real Knative (KNATIVE passes through to the plane) also
+        # its controller, webhook and autoscaler-hpa, kube-controller-manager, kube-scheduler and kwok.
+        assert ready["knative"] == (os.environ.get("KNATIVE") or "sim")
+        assert len(pids) == {"sim": 3, "real": 9}[ready["knative"]]
+        assert all(_alive(pid) for pid in pids)
         process.send_signal(signum)
         process.wait(timeout=30)
         wait_for(
@@ -515,4 +572,4 @@ def test_teardown_leaves_no_process_behind(signum: signal.Signals, tmp_path: Pat
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
-    assert Counter(_alive(pid) for pid in pids) == {False: 3}
+    assert Counter(_alive(pid) for pid in pids) == {False: len(pids)}
