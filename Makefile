@@ -42,7 +42,7 @@ test-tools: setup ## the shipping tests' tools, before pytest so no test's set-u
 
 test-real: tools container-tools ## the harness's differential tests and the step's e2e tests on real Knative Serving 1.17 (builds and caches its controller, webhook, autoscaler-hpa, kube-controller-manager, kube-scheduler, kwok, etcd 3.6)
 	$(PY) -m tests.cluster.knative_binaries ensure
-	KNATIVE=real $(PY) -m pytest -n 0 tests/cluster/test_knative_real.py tests/cluster/test_harness.py tests/e2e/test_run.py tests/e2e/test_knative_faults.py tests/e2e/test_otel_templates.py tests/e2e/test_blue_green.py
+	KNATIVE=real $(PY) -m pytest -n 0 tests/cluster/test_knative_real.py tests/cluster/test_harness.py tests/e2e/test_run.py tests/e2e/test_knative_faults.py tests/e2e/test_otel_templates.py tests/e2e/test_blue_green.py tests/e2e/test_rbac.py tests/e2e/test_status.py tests/e2e/test_preflight.py tests/e2e/test_router_knative.py tests/e2e/test_lease.py
 
 unit: setup ## the tests that need no control plane
 	$(PY) -m pytest -m 'not cluster and not bench'

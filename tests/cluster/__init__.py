@@ -86,6 +86,19 @@ def condition(obj: Obj | None, kind: str) -> Obj:
     return {}
 
 
+# Knative's per-revision progress deadline, for the tests that break a revision's image (`-broken`). Real
+# Knative reports an image it cannot pull from the pod's waiting reason only once the Deployment's progress
+# deadline has passed (120 s on the real backend), since it resolves no digests here; the simulator reports
+# it at once, as Knative does when digest resolution fails (docs/harness.md, "Differential run"). The
+# simulator ignores the annotation.
+SHORT_PROGRESS_DEADLINE = {"serving.knative.dev/progress-deadline": "3s"}
+
+
+def pull_failure_reason(backend: str) -> str:
+    """The Revision's Ready reason for a `-broken` image on each backend (see SHORT_PROGRESS_DEADLINE)."""
+    return "ErrImagePull" if backend == "real" else "ContainerMissing"
+
+
 def fault_labels(image: str) -> dict[str, str]:
     """The template label that gives an image's readiness fault (``-crash``, ``-broken``, ``-pending``) to
     its pods on real Knative (kwok stages, :data:`tests.cluster.knative_real.FAULT_LABEL`); the simulator

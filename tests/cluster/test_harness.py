@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster import ControlPlane, condition, wait_for
+from tests.cluster import SHORT_PROGRESS_DEADLINE, ControlPlane, condition, wait_for
 from tests.cluster.knative_sim import READY_DELAY_ANNOTATION, Informer, api_client_for, close_api_client
 
 pytestmark = pytest.mark.cluster
@@ -32,11 +32,6 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 HEALTHY = "ghcr.io/stefanprodan/podinfo:6.0.1"
 BROKEN = "ghcr.io/stefanprodan/podinfo:6.0.2-broken"
-# Knative's per-revision progress deadline. Real Knative reports an image it cannot pull from the pod's
-# waiting reason only once the Deployment's progress deadline has passed (120 s on the real backend), since
-# it resolves no digests here; the simulator reports it at once, as Knative does when digest resolution
-# fails. The tests that break a revision set a short deadline, which the simulator ignores.
-SHORT_PROGRESS_DEADLINE = {"serving.knative.dev/progress-deadline": "3s"}
 
 # Flagger's rendered request-success-rate and request-duration queries for Knative, verbatim from its
 # knative_test.go (flagger-semantics.md 3.1); the tests only swap in their own namespace/revision.
