@@ -78,8 +78,13 @@ ENV HOME=/tmp \
 # - The standard library modules canary-step imports are byte-compiled: the python slim base deletes
 #   every .pyc, and with a read-only root each start would compile them again (about 190 modules,
 #   seconds on a small node).
+# The wheel (about 100 KB) is copied, not only mounted: the layer cache must follow the source. BuildKit
+# keys a RUN on its `--mount`'s source; buildah (`podman build`, what the tests use) does not, and reused an
+# image with the old code after a change to step/ (tests/ship/test_image.py now checks the image's code).
+COPY --from=build /dist/ /tmp/dist/
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-cache-dir --no-index --find-links=/wheels canary-step \
+    python -m pip install --no-cache-dir --no-index --find-links=/tmp/dist --find-links=/wheels canary-step \
+ && rm -r /tmp/dist \
  && python -m pip uninstall -y -q aiohttp aiohttp-retry aiohappyeyeballs aiosignal frozenlist multidict propcache yarl \
  && site="$(python -c 'import kubernetes, pathlib; print(pathlib.Path(kubernetes.__file__).parent.parent)')" \
  && record="$(echo "$site"/kubernetes-*.dist-info/RECORD)" \

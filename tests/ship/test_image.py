@@ -16,6 +16,7 @@ rerun resumes.
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.server
 import json
 import secrets
@@ -109,6 +110,31 @@ def _python_in(image: str, code: str) -> subprocess.CompletedProcess[str]:
     cmd = _podman_run(image, "-c", code)
     cmd[cmd.index(image) : cmd.index(image)] = ["--entrypoint", "python"]
     return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+
+
+def _step_digest(files: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for name, data in sorted(files):
+        digest.update(name.encode() + b"\0" + data + b"\0")
+    return digest.hexdigest()
+
+
+def test_the_image_runs_the_code_of_this_checkout(image: str) -> None:
+    """Every module of the installed `step` package is this checkout's: a layer cache that reused an
+    older install (buildah did, before the Dockerfile copied the wheel) would test stale code."""
+    probe = (
+        "import hashlib, pathlib, step;"
+        "root = pathlib.Path(step.__file__).parent;"
+        "d = hashlib.sha256();"
+        "[d.update(str(p.relative_to(root)).encode() + b'\\0' + p.read_bytes() + b'\\0')"
+        " for p in sorted(root.rglob('*.py'), key=lambda p: str(p.relative_to(root)))];"
+        "print(d.hexdigest())"
+    )
+    done = _python_in(image, probe)
+    assert done.returncode == 0, done.stderr
+    root = Path(step.__file__).parent
+    local = _step_digest([(str(p.relative_to(root)), p.read_bytes()) for p in root.rglob("*.py")])
+    assert done.stdout.strip() == local
 
 
 def test_the_trimmed_kubernetes_client_works_and_pips_record_agrees(image: str) -> None:
