@@ -296,6 +296,12 @@ class HarnessServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5. Under load (hey's concurrency, the router's connections,
+    # Prometheus) a full backlog dropped SYNs (TcpExtListenDrops counted them on this machine), and the
+    # client's retransmission one second later showed as ~1 s requests: healthy canaries failed their
+    # request-duration check (p99 ~950 ms, fading as the burst left the 1m window). Envoy and podinfo (Go)
+    # listen with the system's maximum.
+    request_queue_size = socket.SOMAXCONN
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
