@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,6 @@ def go_tools() -> dict[str, Path]:
         return tools.go_tools()
     except BinaryError as error:
         pytest.fail(str(error))
-
-
-def tool_run(cmd: list[str | Path], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False, **kw)
 
 
 # What the kubelet puts in a container's env for a downward-API `fieldRef` (the pod run here is made up).

@@ -32,7 +32,8 @@ from step.contract import RESULT_NAMES
 from step.kube.lease import POD_NAME_ENV, POD_UID_ENV
 from tests.cluster.binaries import BinaryError
 from tests.ship import tools
-from tests.ship.conftest import env_value, tool_run
+from tests.ship.conftest import env_value
+from tests.ship.tools import tool_run
 
 ROOT = Path(__file__).resolve().parents[2]
 TEKTON = sorted((ROOT / "tekton").glob("*.yaml"))

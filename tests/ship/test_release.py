@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 import step
-from tests.ship.conftest import tool_run
+from tests.ship.tools import tool_run
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / ".github" / "workflows" / "release.yaml"

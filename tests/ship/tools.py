@@ -20,6 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.binaries import BinaryError, _stderr, cache_dir, ensure_command, go_tool
 
@@ -44,8 +45,9 @@ def tools_cache() -> Path:
     return cache_dir() / "pipeline-schemas"
 
 
-def _run(cmd: list[str | Path], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False, timeout=timeout)
+def tool_run(cmd: list[str | Path], **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run a tool, its output captured as text; the exit code is the caller's to check."""
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False, **kw)
 
 
 def go_tools() -> dict[str, Path]:
@@ -61,10 +63,10 @@ def hera_python() -> Path:
     if not done.exists():
         _stderr(f"installing {HERA} into {venv}")
         shutil.rmtree(venv, ignore_errors=True)
-        made = _run([sys.executable, "-m", "venv", venv], timeout=300)
+        made = tool_run([sys.executable, "-m", "venv", venv], timeout=300)
         if made.returncode != 0:
             raise BinaryError(f"python -m venv {venv} failed:\n{made.stderr[-3000:]}")
-        pip = _run([venv / "bin" / "python", "-m", "pip", "install", "-q", HERA, "PyYAML"], timeout=600)
+        pip = tool_run([venv / "bin" / "python", "-m", "pip", "install", "-q", HERA, "PyYAML"], timeout=600)
         if pip.returncode != 0:
             raise BinaryError(f"pip install {HERA} failed:\n{(pip.stdout + pip.stderr)[-3000:]}")
         done.touch()
@@ -82,7 +84,7 @@ def action_validator() -> Path:
         raise BinaryError(f"npm is needed to install {ACTION_VALIDATOR} (apt-get install npm)")
     _stderr(f"installing {ACTION_VALIDATOR} into {prefix}")
     prefix.mkdir(parents=True, exist_ok=True)
-    installed = _run(
+    installed = tool_run(
         [npm, "install", "--prefix", prefix, "--no-audit", "--no-fund", "--no-save", ACTION_VALIDATOR],
         timeout=600,
     )
