@@ -3,8 +3,10 @@
 Owns :class:`PodNetwork`: ``ip netns add csk-<index>-<pid>`` with a veth pair, ``10.213.<index>.1/30`` on
 the root end and ``10.213.<index>.2/30`` inside, and two routes in the root namespace that send the pod CIDR
 (``10.214.<index>.0/24``, kwok's pod IPs) and the Service CIDR the API server allocates from into that
-namespace. Nothing listens there but :class:`Forwarder`, so whatever dials a pod or a ClusterIP ends in
-the test's own namespace (a refused connection), never on the machine's network.
+namespace (that route is shared by concurrent runs, all with the same Service CIDR: the newest takes it
+over and a stopping run hands it to a live one). Nothing listens there but :class:`Forwarder`, so
+whatever dials a pod or a ClusterIP ends in the test's own namespace (a refused connection), never on the
+machine's network.
 
 ``PodNetwork.create(veth=False)`` makes a namespace with loopback only (the Knative components that bind
 fixed ports each run in one).
@@ -87,6 +89,23 @@ def clean_stale() -> None:
             _delete(name, int(match.group(1)))
 
 
+def _hand_over(cidr: str, leaving: str) -> None:
+    """Point the shared Service-CIDR route at another live run's veth namespace, if there is one.
+
+    Every real plane's API server allocates from the same Service CIDR, so the route is shared: the last
+    run to make its namespace took it over (``route replace``). When the run it points at stops, another
+    live run keeps it, so a ClusterIP dialled by that run still ends in a namespace of ours.
+    """
+    for name in _existing():
+        match = re.fullmatch(rf"{_PREFIX}(\d+)-(\d+)", name)
+        if name == leaving or not match or not _alive(int(match.group(2))):
+            continue
+        index = int(match.group(1))
+        if _ip("link", "show", f"csk{index}h", check=False).returncode == 0:
+            _ip("route", "replace", cidr, "via", f"10.213.{index}.2", check=False)
+            return
+
+
 @dataclass
 class PodNetwork:
     """Our namespace: see the module docstring."""
@@ -155,7 +174,9 @@ class PodNetwork:
 
     def delete(self) -> None:
         for cidr in self._routes:
-            _ip("route", "del", cidr, "via", self.inner_address, check=False)
+            deleted = _ip("route", "del", cidr, "via", self.inner_address, check=False).returncode == 0
+            if deleted and cidr == self.service_cidr:
+                _hand_over(cidr, self.name)
         self._routes.clear()
         _delete(self.name, self.index)
 
