@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CANARY_STEP_CACHE ?= $(HOME)/.cache/canary-step
 
-.PHONY: help setup tools test test-tools unit lint typecheck imports demo cluster bench bench-flagger bench-image test-real validate-examples wheel image container-tools clean
+.PHONY: help setup tools knative-tools test test-tools unit lint typecheck imports demo cluster bench bench-flagger bench-image test-real validate-examples wheel image container-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -22,7 +22,6 @@ tools: setup ## install Prometheus and Graphite (Debian) and build kube-apiserve
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 	@test -x /usr/bin/carbon-cache -a -f /usr/lib/python3/dist-packages/graphite/wsgi.py || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphite-carbon graphite-web >/dev/null; }
 	$(PY) -m tests.cluster.binaries ensure
-	@if [ "$(KNATIVE)" = real ]; then $(PY) -m tests.cluster.knative_binaries ensure; fi
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check step tests bench
@@ -34,14 +33,16 @@ typecheck: setup ## mypy --strict on step/
 imports: setup ## the architecture, as import contracts
 	$(VENV)/bin/lint-imports
 
-test: tools container-tools test-tools image lint typecheck imports ## everything CI runs: lint, types, import contracts, all tests (the image's too)
+test: tools knative-tools container-tools test-tools image lint typecheck imports ## everything CI runs: lint, types, import contracts, all tests (the image's too; the e2e tests of `run` and the RBAC proof on real Knative)
 	$(PY) -m pytest
 
 test-tools: setup ## the shipping tests' tools, before pytest so no test's set-up builds them: Tekton's validation and entrypoint, the Tekton/Argo evaluator, actionlint (Go), hera (PyPI), action-validator (npm); cached
 	$(PY) -m tests.ship.tools ensure
 
-test-real: tools container-tools ## the harness's differential tests and the step's e2e tests on real Knative Serving 1.17 (builds and caches its controller, webhook, autoscaler-hpa, kube-controller-manager, kube-scheduler, kwok, etcd 3.6)
-	$(PY) -m tests.cluster.knative_binaries ensure
+knative-tools: setup ## real Knative Serving 1.17 for the tests: its controller, webhook, autoscaler-hpa, kube-controller-manager, kube-scheduler, kwok, etcd 3.6, built from Go modules (cached; KNATIVE=sim: nothing, every test on the simulator)
+	@if [ "$(KNATIVE)" != sim ]; then $(PY) -m tests.cluster.knative_binaries ensure; fi
+
+test-real: tools knative-tools container-tools ## every cluster test on real Knative Serving 1.17 (make test runs the e2e tests of `run`, the RBAC proof and the harness's differential tests on it, the rest on the simulator)
 	KNATIVE=real $(PY) -m pytest -n 0 tests/cluster/test_knative_real.py tests/cluster/test_harness.py tests/e2e/test_run.py tests/e2e/test_knative_faults.py tests/e2e/test_otel_templates.py tests/e2e/test_blue_green.py tests/e2e/test_rbac.py tests/e2e/test_status.py tests/e2e/test_preflight.py tests/e2e/test_router_knative.py tests/e2e/test_lease.py
 
 unit: setup ## the tests that need no control plane
@@ -55,7 +56,7 @@ validate-examples: setup ## validate and plan the examples (no cluster)
 demo: tools ## start the local control plane and tell the seed's story: promote 6.0.1, roll back 6.0.2
 	$(PY) -m tests.cluster.demo
 
-cluster: tools ## start the local control plane and wait; prints the kubeconfig path (KNATIVE=real: real Knative Serving)
+cluster: tools $(if $(filter real,$(KNATIVE)),knative-tools) ## start the local control plane and wait; prints the kubeconfig path (KNATIVE=real: real Knative Serving)
 	$(PY) -m tests.cluster --knative $(or $(KNATIVE),sim)
 
 bench: tools ## the seed's scenario at a 1 s interval: wall time, API requests per tick, peak RSS

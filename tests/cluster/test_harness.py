@@ -1,10 +1,9 @@
 """The harness itself, on the real API server: Knative's behaviour, the data plane, Prometheus, teardown.
 
-A differential test: the same tests run on the simulator (`make test`) and on real Knative Serving
-(`KNATIVE=real`, `make test-real`). Where the two backends differ, the expectation is per backend and the
-reason is written beside it (docs/harness.md, "Differential run"): each difference is one the step's own
-tests cover on both backends.
-"""
+A differential test: in `make test` each test runs on the simulator (`[sim]`) and on real Knative Serving
+(`[real]`) with the same assertions (the ``knative`` marker, tests/conftest.py). Where the two backends
+differ, the expectation is per backend and the reason is written beside it (docs/harness.md, "Differential
+run"): each difference is one the step's own tests cover on both backends."""
 
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.cluster import SHORT_PROGRESS_DEADLINE, ControlPlane, condition, pull_failure_reason, wait_for
 from tests.cluster.knative_sim import READY_DELAY_ANNOTATION, Informer, api_client_for, close_api_client
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.knative("sim", "real")]
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTHY = "ghcr.io/stefanprodan/podinfo:6.0.1"
@@ -528,12 +527,23 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
-def test_teardown_leaves_no_process_behind(signum: signal.Signals, tmp_path: Path) -> None:
+def test_teardown_leaves_no_process_behind(
+    signum: signal.Signals, knative_backend: str, tmp_path: Path
+) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     stderr = tmp_path / "stderr.log"
     with stderr.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.cluster", "--no-seed", "--workdir", str(tmp_path / "plane")],
+            [
+                sys.executable,
+                "-m",
+                "tests.cluster",
+                "--no-seed",
+                "--knative",
+                knative_backend,
+                "--workdir",
+                str(tmp_path / "plane"),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -549,9 +559,9 @@ def test_teardown_leaves_no_process_behind(signum: signal.Signals, tmp_path: Pat
                 break
         assert ready, f"the control plane did not come up:\n{stderr.read_text()[-3000:]}"
         pids: list[int] = ready["pids"]
-        # etcd, kube-apiserver and Prometheus; on real Knative (KNATIVE passes through to the plane) also
-        # its controller, webhook and autoscaler-hpa, kube-controller-manager, kube-scheduler and kwok.
-        assert ready["knative"] == (os.environ.get("KNATIVE") or "sim")
+        # etcd, kube-apiserver and Prometheus; on real Knative also its controller, webhook and
+        # autoscaler-hpa, kube-controller-manager, kube-scheduler and kwok.
+        assert ready["knative"] == knative_backend
         assert len(pids) == {"sim": 3, "real": 9}[ready["knative"]]
         assert all(_alive(pid) for pid in pids)
         process.send_signal(signum)

@@ -1,37 +1,26 @@
 """The real-Knative backend (issue 10): Knative Serving 1.17's own controller and webhook on the local plane.
 
-Opt-in while it is not yet part of ``make test``: these run only with ``KNATIVE=real`` in the environment
-(``KNATIVE=real .venv/bin/python -m pytest -m cluster tests/cluster/test_knative_real.py``); without it they
-are reported as skipped, saying so.
+In ``make test`` on the session's real plane (the ``knative`` marker, tests/conftest.py); with
+``KNATIVE=sim`` they are reported as skipped, saying so.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.cluster import ControlPlane, condition, wait_for
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        os.environ.get("KNATIVE") != "real",
-        reason="the real-Knative backend is opt-in: set KNATIVE=real to run these",
-    ),
-]
+pytestmark = [pytest.mark.cluster, pytest.mark.knative("real")]
 
 
-@pytest.fixture(scope="module")
-def real_plane() -> Iterator[ControlPlane]:
-    plane = ControlPlane.start(knative="real")
-    try:
-        yield plane
-    finally:
-        plane.stop()
+@pytest.fixture
+def real_plane(control_plane: ControlPlane) -> ControlPlane:
+    if control_plane.backend != "real":
+        pytest.skip("they check the real backend itself; KNATIVE=sim puts every test on the simulator")
+    return control_plane
 
 
 def test_knative_creates_the_deployment_and_the_service_becomes_ready(real_plane: ControlPlane) -> None:

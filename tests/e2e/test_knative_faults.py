@@ -37,7 +37,7 @@ from tests.cluster import ControlPlane, wait_for
 from tests.e2e.test_run import CANARY_STEP, PODINFO, Step, canary_spec, pinned_step
 from tests.kube_clients import opened, watching
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.knative("real")]
 
 LONG_NAME = "podinfo-" + "x" * 48  # 56 characters: `primary-<name>` has 64
 

@@ -27,7 +27,7 @@ import yaml
 
 from tests.cluster import ControlPlane
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.knative("real")]
 
 ROOT = Path(__file__).resolve().parents[2]
 CANARY_STEP = str(Path(sys.executable).with_name("canary-step"))

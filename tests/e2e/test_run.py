@@ -27,7 +27,7 @@ import yaml
 from tests.cluster import ControlPlane, wait_for
 from tests.cluster.prom import Prometheus
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.knative("real")]
 
 CANARY_STEP = str(Path(sys.executable).with_name("canary-step"))
 PODINFO = "ghcr.io/stefanprodan/podinfo"
