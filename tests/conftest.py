@@ -205,10 +205,12 @@ def _slug(text: str, limit: int) -> str:
 
 
 @pytest.fixture
-def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> str:
-    """A new namespace (with its default ServiceAccount) named after the test, unique per run."""
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new namespace (with its default ServiceAccount) named after the test, unique per run. Afterwards
+    its load ends and the data plane forgets it (ControlPlane.forget_namespace)."""
     name = f"{_slug(request.node.name, 40)}-{secrets.token_hex(3)}"
-    return control_plane.create_namespace(name)
+    yield control_plane.create_namespace(name)
+    control_plane.forget_namespace(name)
 
 
 @pytest.fixture

@@ -376,6 +376,12 @@ class ControlPlane:
         self.api.create_namespace(name)
         return name
 
+    def forget_namespace(self, name: str) -> None:
+        """A test is done with ``name``: end its load, stop its backends, drop its series from /metrics.
+        The namespace itself stays (deleting it costs the API server more than keeping it)."""
+        self.loadtester.end_runs(name)
+        self.dataplane.forget(name)
+
     def create_podinfo(
         self,
         namespace: str,

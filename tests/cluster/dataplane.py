@@ -141,6 +141,23 @@ class Metrics:
                 histogram = series[labels] = _Histogram(bounds)
             histogram.observe(value)
 
+    def forget(self, namespace: str) -> int:
+        """Drop every series of ``namespace`` (a label equal to it, or Envoy's ``<namespace>/<revision>``
+        cluster name); returns how many. A long session otherwise renders every earlier test's series on
+        each scrape: 28 000 lines, 170 ms of CPU a second, after 50 tests of three revisions."""
+        prefix = namespace + "/"
+
+        def of_namespace(labels: LabelSet) -> bool:
+            return any(value == namespace or value.startswith(prefix) for _, value in labels)
+
+        dropped = 0
+        with self._lock:
+            for family in (*self._counters.values(), *self._histograms.values()):
+                for labels in [labels for labels in family if of_namespace(labels)]:
+                    del family[labels]
+                    dropped += 1
+        return dropped
+
     def exposition(self) -> str:
         """The whole registry in the Prometheus text exposition format 0.0.4."""
         lines: list[str] = []
@@ -794,6 +811,16 @@ class DataPlane:
                     info, self.metrics, shared=lambda: self.fault(namespace)
                 )
             return backend
+
+    def forget(self, namespace: str) -> None:
+        """A test's namespace is done with: stop its revisions' backends, drop its fault and its series."""
+        with self._lock:
+            keys = [key for key in self._backends if key[0] == namespace]
+            backends = [self._backends.pop(key) for key in keys]
+            self._faults.pop(namespace, None)
+        for backend in backends:
+            backend.stop()
+        self.metrics.forget(namespace)
 
     def on_stop(self, stopper: Callable[[], None]) -> None:
         self._stoppers.append(stopper)

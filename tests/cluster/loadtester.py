@@ -198,6 +198,7 @@ class Run:
     sent: int = 0
     errors: int = 0
     codes: dict[int, int] = field(default_factory=dict)
+    ended: threading.Event = field(default_factory=threading.Event)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -276,6 +277,13 @@ class LoadTester:
     def close_gate(self, name: str, namespace: str, *, rollback: bool = False) -> None:
         with self._lock:
             self._gates.discard(("rollback." if rollback else "") + f"{name}.{namespace}")
+
+    def end_runs(self, namespace: str) -> None:
+        """End the hey runs of canaries in ``namespace`` (its test is over; a run lasts its ``-z``)."""
+        with self._lock:
+            for run in self._running.values():
+                if run.canary.endswith(f".{namespace}"):
+                    run.ended.set()
 
     def stop(self) -> None:
         """End every hey run, then the server."""
@@ -461,7 +469,12 @@ class LoadTester:
         interval = 1.0 / hey.rate_per_worker if hey.rate_per_worker > 0 else 0.0
         connection: http.client.HTTPConnection | None = None
         next_at = time.monotonic()
-        while not self._stop.is_set() and time.monotonic() < deadline and self._take(budget):
+        while (
+            not self._stop.is_set()
+            and not run.ended.is_set()
+            and time.monotonic() < deadline
+            and self._take(budget)
+        ):
             if interval:
                 # hey's -q: this worker's pace; waits on the stop event so stop() is immediate
                 if self._stop.wait(max(next_at - time.monotonic(), 0)):

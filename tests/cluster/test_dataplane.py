@@ -179,6 +179,34 @@ def test_an_injected_5xx_rate_is_exact_and_counted_under_envoy_and_queue_proxy_n
     assert "# HELP revision_request_latencies The response time in millisecond" in text
 
 
+def test_forgetting_a_namespace_drops_its_series_and_backends_and_keeps_the_others() -> None:
+    names = {"demo": "podinfo-00001", "other": "podinfo-00001", "demo-2": "podinfo-00001"}
+
+    def lookup(namespace: str, name: str) -> RevisionInfo | None:
+        image = "ghcr.io/stefanprodan/podinfo:6.0.0"
+        return RevisionInfo(namespace, name, "podinfo", "podinfo", image) if names.get(namespace) else None
+
+    plane = DataPlane(revision_lookup=lookup)
+    try:
+        for namespace in names:
+            plane.routing.set_traffic(namespace, "podinfo", [Target("podinfo-00001", 100)])
+            assert _get(plane, f"podinfo.{namespace}")[0] == 200
+        before = _metrics(plane)
+        assert all(f'"{ns}/podinfo-00001"' in before and f'namespace_name="{ns}"' in before for ns in names)
+        plane.forget("demo")
+        after = _metrics(plane)
+        # Envoy's cluster name, queue-proxy's and the OpenTelemetry names' labels: all of demo's are gone,
+        # and only demo's: "demo-2" starts with "demo" but is another namespace.
+        assert '"demo/' not in after and '="demo"' not in after
+        for kept in ("other", "demo-2"):
+            assert f'"{kept}/podinfo-00001"' in after and f'namespace_name="{kept}"' in after
+            assert f'k8s_namespace_name="{kept}"' in after
+        assert plane.backend("demo", "podinfo-00001") is not None  # a new one, started on demand
+        assert len(after.splitlines()) < len(before.splitlines())
+    finally:
+        plane.stop()
+
+
 def test_injected_latency_lands_in_the_millisecond_buckets(dataplane: DataPlane) -> None:
     dataplane.routing.set_traffic(NS, "podinfo", [Target("podinfo-00003", 100)])
     for _ in range(3):

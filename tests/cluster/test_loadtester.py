@@ -137,6 +137,18 @@ def test_a_duration_run_paces_itself_and_stop_ends_it(tester: LoadTester) -> Non
     wait_for(lambda: tester.running() == 0, timeout=5, what="the run to stop")
 
 
+def test_ending_a_namespaces_runs_leaves_the_others_running(tester: LoadTester) -> None:
+    command = "hey -z 20s -q 10 -c 1 http://podinfo.test/"
+    assert _post(tester.url + "/", _canary(cmd=command))[0] == 202
+    other = {**_canary(cmd=command), "namespace": "test-2"}
+    assert _post(tester.url + "/", other)[0] == 202
+    wait_for(lambda: tester.running() == 2, timeout=10, what="two runs")
+    tester.end_runs("test")
+    wait_for(lambda: tester.running() == 1, timeout=5, what="the run of namespace test to end")
+    (still,) = [run for run in tester.runs() if run["finished"] is None]
+    assert still["canary"] == "podinfo.test-2"
+
+
 def test_gates_open_close_and_check_by_canary(tester: LoadTester) -> None:
     payload = _canary()
     assert _post(tester.url + "/gate/approve", payload) == (200, "Approved")
