@@ -42,7 +42,7 @@ test-tools: setup ## the shipping tests' tools, before pytest so no test's set-u
 knative-tools: setup ## real Knative Serving 1.17 for the tests: its controller, webhook, autoscaler-hpa, kube-controller-manager, kube-scheduler, kwok, etcd 3.6, built from Go modules (cached; KNATIVE=sim: nothing, every test on the simulator)
 	@if [ "$(KNATIVE)" != sim ]; then $(PY) -m tests.cluster.knative_binaries ensure; fi
 
-test-real: tools knative-tools container-tools ## every cluster test on real Knative Serving 1.17 (make test runs the e2e tests of `run`, the RBAC proof and the harness's differential tests on it, the rest on the simulator)
+test-real: tools knative-tools container-tools ## the cluster tests that depend on Knative's behaviour, all on real Knative Serving 1.17 (make test runs the e2e tests of `run`, the RBAC proof, the real-Knative faults and the harness's differential tests on it, the rest on the simulator)
 	KNATIVE=real $(PY) -m pytest -n 0 tests/cluster/test_knative_real.py tests/cluster/test_harness.py tests/e2e/test_run.py tests/e2e/test_knative_faults.py tests/e2e/test_otel_templates.py tests/e2e/test_blue_green.py tests/e2e/test_rbac.py tests/e2e/test_status.py tests/e2e/test_preflight.py tests/e2e/test_router_knative.py tests/e2e/test_lease.py
 
 unit: setup ## the tests that need no control plane
