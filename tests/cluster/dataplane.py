@@ -159,27 +159,38 @@ class Metrics:
         return dropped
 
     def exposition(self) -> str:
-        """The whole registry in the Prometheus text exposition format 0.0.4."""
-        lines: list[str] = []
+        """The whole registry in the Prometheus text exposition format 0.0.4.
+
+        Copied under the lock, written out after it: the router records every request under the same lock,
+        so a scrape that formats the text while holding it makes requests wait for it (the formatting took
+        170 ms of CPU for a large registry, more under load)."""
         with self._lock:
-            for name in sorted(self._help):
-                kind, help_text = self._help[name]
-                lines.append(f"# HELP {name} {help_text}")
-                lines.append(f"# TYPE {name} {kind}")
-                if kind == "counter":
-                    for labels, value in sorted(self._counters[name].items()):
-                        lines.append(f"{name}{_labels(labels)} {_number(value)}")
-                    continue
-                for labels, histogram in sorted(self._histograms[name].items()):
-                    cumulative = 0
-                    for bound, bucket in zip(histogram.bounds, histogram.counts, strict=True):
-                        cumulative += bucket
-                        lines.append(
-                            f"{name}_bucket{_labels((*labels, ('le', _number(bound))))} {cumulative}"
-                        )
-                    lines.append(f"{name}_bucket{_labels((*labels, ('le', '+Inf')))} {histogram.count}")
-                    lines.append(f"{name}_sum{_labels(labels)} {_number(histogram.total)}")
-                    lines.append(f"{name}_count{_labels(labels)} {histogram.count}")
+            described = dict(self._help)
+            counters = {name: dict(series) for name, series in self._counters.items()}
+            histograms = {
+                name: {
+                    labels: _Histogram(h.bounds, list(h.counts), h.total, h.count)
+                    for labels, h in series.items()
+                }
+                for name, series in self._histograms.items()
+            }
+        lines: list[str] = []
+        for name in sorted(described):
+            kind, help_text = described[name]
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            if kind == "counter":
+                for labels, value in sorted(counters[name].items()):
+                    lines.append(f"{name}{_labels(labels)} {_number(value)}")
+                continue
+            for labels, histogram in sorted(histograms[name].items()):
+                cumulative = 0
+                for bound, bucket in zip(histogram.bounds, histogram.counts, strict=True):
+                    cumulative += bucket
+                    lines.append(f"{name}_bucket{_labels((*labels, ('le', _number(bound))))} {cumulative}")
+                lines.append(f"{name}_bucket{_labels((*labels, ('le', '+Inf')))} {histogram.count}")
+                lines.append(f"{name}_sum{_labels(labels)} {_number(histogram.total)}")
+                lines.append(f"{name}_count{_labels(labels)} {histogram.count}")
         return "\n".join(lines) + "\n"
 
 
