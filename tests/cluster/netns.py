@@ -60,9 +60,23 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _existing() -> list[str]:
+def _existing() -> list[tuple[str, int, int]]:
+    """Our namespaces, as (name, index, pid of the run that made it)."""
     listed = _ip("netns", "list", check=False).stdout
-    return [line.split()[0] for line in listed.splitlines() if line.startswith(_PREFIX)]
+    found = []
+    for fields in (line.split() for line in listed.splitlines()):
+        match = re.fullmatch(rf"({_PREFIX}(\d+)-(\d+))", fields[0]) if fields else None
+        if match:
+            found.append((match.group(1), int(match.group(2)), int(match.group(3))))
+    return found
+
+
+def _host_link(index: int) -> str:
+    return f"csk{index}h"
+
+
+def _inner_address(index: int) -> str:
+    return f"10.213.{index}.2"
 
 
 def _alive(pid: int) -> bool:
@@ -77,16 +91,15 @@ def _alive(pid: int) -> bool:
 
 def _delete(name: str, index: int) -> None:
     _ip("route", "del", f"10.214.{index}.0/24", check=False)
-    _ip("link", "del", f"csk{index}h", check=False)
+    _ip("link", "del", _host_link(index), check=False)
     _ip("netns", "del", name, check=False)
 
 
 def clean_stale() -> None:
     """Delete the namespaces (and routes) of runs whose process is gone."""
-    for name in _existing():
-        match = re.fullmatch(rf"{_PREFIX}(\d+)-(\d+)", name)
-        if match and not _alive(int(match.group(2))):
-            _delete(name, int(match.group(1)))
+    for name, index, pid in _existing():
+        if not _alive(pid):
+            _delete(name, index)
 
 
 def _hand_over(cidr: str, leaving: str) -> None:
@@ -96,13 +109,13 @@ def _hand_over(cidr: str, leaving: str) -> None:
     run to make its namespace took it over (``route replace``). When the run it points at stops, another
     live run keeps it, so a ClusterIP dialled by that run still ends in a namespace of ours.
     """
-    for name in _existing():
-        match = re.fullmatch(rf"{_PREFIX}(\d+)-(\d+)", name)
-        if name == leaving or not match or not _alive(int(match.group(2))):
-            continue
-        index = int(match.group(1))
-        if _ip("link", "show", f"csk{index}h", check=False).returncode == 0:
-            _ip("route", "replace", cidr, "via", f"10.213.{index}.2", check=False)
+    for name, index, pid in _existing():
+        if (
+            name != leaving
+            and _alive(pid)
+            and _ip("link", "show", _host_link(index), check=False).returncode == 0
+        ):
+            _ip("route", "replace", cidr, "via", _inner_address(index), check=False)
             return
 
 
@@ -122,7 +135,7 @@ class PodNetwork:
 
     @property
     def inner_address(self) -> str:
-        return f"10.213.{self.index}.2"
+        return _inner_address(self.index)
 
     @property
     def pod_cidr(self) -> str:
@@ -134,7 +147,7 @@ class PodNetwork:
         if os.geteuid() != 0:
             raise NetnsError("the real-Knative backend makes a network namespace: run as root")
         clean_stale()
-        taken = {int(m.group(1)) for n in _existing() if (m := re.fullmatch(rf"{_PREFIX}(\d+)-\d+", n))}
+        taken = {index for _, index, _ in _existing()}
         for index in range(1, 250):
             if index in taken:
                 continue
@@ -155,7 +168,7 @@ class PodNetwork:
         _ip("-n", self.name, "link", "set", "lo", "up")
         if not self.veth:
             return
-        host, inner = f"csk{self.index}h", f"csk{self.index}n"
+        host, inner = _host_link(self.index), f"csk{self.index}n"
         _ip("link", "add", host, "type", "veth", "peer", "name", inner)
         _ip("link", "set", inner, "netns", self.name)
         _ip("addr", "add", f"{self.host_address}/30", "dev", host)
